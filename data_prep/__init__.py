@@ -1,0 +1,5 @@
+"""TFDS builders for the datasets damono_jax trains and evaluates on.
+
+Importing this package registers every builder, so that
+`tfds.builder(NAME, data_dir=...)` finds them.
+"""

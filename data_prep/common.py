@@ -1,0 +1,68 @@
+"""Shared helpers for the dataset builders: clear errors and strict image readers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class DataError(ValueError):
+    """A problem with an input file, reported with the file's path."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def require_dir(path: str | os.PathLike, expected: Iterable[str] = ()) -> None:
+    """Raises `DataError` if `path` is not a directory, listing what was expected there."""
+    if not os.path.isdir(path):
+        hint = ""
+        expected = list(expected)
+        if expected:
+            hint = "; expected it to contain: " + ", ".join(expected)
+        raise DataError(path, f"directory not found{hint}")
+
+
+def _open_image(path: str | os.PathLike) -> Image.Image:
+    if not os.path.isfile(path):
+        raise DataError(path, "file not found")
+    try:
+        image = Image.open(path)
+        image.load()  # forces a full decode, so truncated files fail here
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DataError(path, f"corrupt or truncated image ({error})") from error
+    return image
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Reads an 8-bit RGB PNG/JPEG as uint8 (H, W, 3); corrupt files raise `DataError`."""
+    image = _open_image(path)
+    if image.mode not in ("RGB", "RGBA", "P", "L"):
+        raise DataError(path, f"expected an 8-bit colour image, got PIL mode {image.mode}")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def read_uint16(path: str | os.PathLike) -> np.ndarray:
+    """Reads a 16-bit single-channel PNG exactly as uint16 (H, W)."""
+    image = _open_image(path)
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise DataError(path, f"expected a 16-bit grayscale PNG, got PIL mode {image.mode}")
+    array = np.asarray(image)
+    if array.dtype != np.uint16:
+        if array.min() < 0 or array.max() > 65535:
+            raise DataError(path, "16-bit PNG holds values outside 0..65535")
+        array = array.astype(np.uint16)
+    return array
+
+
+def read_uint8_gray(path: str | os.PathLike) -> np.ndarray:
+    """Reads an 8-bit single-channel PNG (e.g. Cityscapes labelIds) as uint8 (H, W)."""
+    image = _open_image(path)
+    if image.mode != "L":
+        raise DataError(path, f"expected an 8-bit single-channel PNG (mode L), got {image.mode}")
+    return np.asarray(image, dtype=np.uint8)

@@ -1,0 +1,330 @@
+"""One command that builds any of the project's TFDS datasets.
+
+    python -m data_prep.build NAME --manual_dir=SRC --data_dir=OUT [--config=C]
+        [--max_examples_per_split=N]
+
+NAME is a builder registered by `data_prep` (`kitti_eigen`, `vkitti`, `cityscapes_depth`,
+`synthetic_driving`), optionally with its config as `NAME/CONFIG`. `--manual_dir` is required
+only by builders that declare `MANUAL_DOWNLOAD_INSTRUCTIONS`.
+
+The build either completes or leaves `--data_dir` as it found it: on any failure every file
+and directory created under it (TFDS's `incomplete.*` dir, the dataset/config dirs, download
+dirs) is removed, the error is printed as the last line and the command exits with status 1.
+The same logic is available from Python as `build_dataset(...)`.
+
+We call `DatasetBuilder.download_and_prepare` from Python instead of wrapping the `tfds build`
+CLI because that CLI cannot start without apache-beam (datasets.md §5.2, gotcha 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+
+import tensorflow_datasets as tfds
+
+import data_prep  # noqa: F401  (registers every builder)
+from data_prep.common import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSummary:
+    """What TFDS wrote for one split."""
+
+    num_examples: int
+    num_shards: int
+    num_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildSummary:
+    """Outcome of one `build_dataset` call; `str()` is the table the CLI prints."""
+
+    name: str
+    config: str | None
+    version: str
+    dataset_dir: str
+    splits: dict[str, SplitSummary]
+    seconds: float
+    reused: bool = False  # True when the dataset already existed and nothing was written
+
+    @property
+    def num_examples(self) -> int:
+        """Examples over all splits."""
+        return sum(split.num_examples for split in self.splits.values())
+
+    @property
+    def num_bytes(self) -> int:
+        """Bytes of all shards over all splits."""
+        return sum(split.num_bytes for split in self.splits.values())
+
+    def __str__(self) -> str:
+        full_name = self.name if self.config is None else f"{self.name}/{self.config}"
+        status = "reused existing dataset" if self.reused else "built"
+        lines = [
+            f"{full_name} {self.version}: {status} in {self.seconds:.1f} s -> {self.dataset_dir}",
+            f"{'split':<20}{'examples':>12}{'shards':>8}{'bytes':>16}",
+        ]
+        for split_name, split in sorted(self.splits.items()):
+            lines.append(
+                f"{split_name:<20}{split.num_examples:>12,}{split.num_shards:>8}"
+                f"{split.num_bytes:>16,}"
+            )
+        total_shards = sum(split.num_shards for split in self.splits.values())
+        lines.append(
+            f"{'total':<20}{self.num_examples:>12,}{total_shards:>8}{self.num_bytes:>16,}"
+        )
+        return "\n".join(lines)
+
+
+def parse_name(name: str, config: str | None = None) -> tuple[str, str | None]:
+    """Splits "name/config" and checks it against an explicit `config`."""
+    if not name or name.count("/") > 1:
+        raise ValueError(f"dataset name {name!r}: expected NAME or NAME/CONFIG")
+    base, _, name_config = name.partition("/")
+    if not base or (name_config == "" and "/" in name):
+        raise ValueError(f"dataset name {name!r}: expected NAME or NAME/CONFIG")
+    if name_config and config and name_config != config:
+        raise ValueError(
+            f"dataset name {name!r} names config {name_config!r} but --config={config!r}"
+        )
+    return base, (name_config or config or None)
+
+
+def _existing_ancestor(path: str) -> tuple[str, str | None]:
+    """Returns (nearest existing ancestor, topmost missing dir below it or None)."""
+    path = os.path.abspath(path)
+    topmost_missing = None
+    while not os.path.exists(path):
+        topmost_missing = path
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path, topmost_missing
+
+
+def _snapshot(root: str) -> set[str]:
+    """Every path under `root` (not following symlinks)."""
+    paths = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for entry in dirnames + filenames:
+            paths.add(os.path.join(dirpath, entry))
+    return paths
+
+
+def _remove_new_paths(root: str, before: set[str]) -> list[str]:
+    """Removes everything under `root` that is not in `before`; returns what was removed."""
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for entry in list(dirnames):
+            path = os.path.join(dirpath, entry)
+            if path not in before:
+                if os.path.islink(path):
+                    os.unlink(path)
+                else:
+                    shutil.rmtree(path)
+                dirnames.remove(entry)
+                removed.append(path)
+        for entry in filenames:
+            path = os.path.join(dirpath, entry)
+            if path not in before:
+                os.unlink(path)
+                removed.append(path)
+    return removed
+
+
+class _CleanupOnFailure:
+    """Context manager: on an exception, deletes what appeared under `data_dir` meanwhile."""
+
+    def __init__(self, data_dir: str):
+        self.data_dir = os.path.abspath(data_dir)
+        self._ancestor, self._created_top = _existing_ancestor(self.data_dir)
+        self._before = set() if self._created_top else _snapshot(self.data_dir)
+
+    def __enter__(self) -> _CleanupOnFailure:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc_type is None:
+            return False
+        if self._created_top is not None:
+            # data_dir (and maybe some parents) did not exist: remove the whole chain we made.
+            if os.path.lexists(self._created_top):
+                shutil.rmtree(self._created_top)
+        elif os.path.isdir(self.data_dir):
+            _remove_new_paths(self.data_dir, self._before)
+        return False  # re-raise
+
+    def remove_new_empty_download_dirs(self) -> None:
+        """After a success: drops the empty `downloads/extracted` dirs TFDS makes for builders
+        that download nothing, if they did not exist before."""
+        downloads = os.path.join(self.data_dir, "downloads")
+        for path in (os.path.join(downloads, "extracted"), downloads):
+            is_new = self._created_top is not None or path not in self._before
+            if is_new and os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
+
+
+def _summarise(builder: tfds.core.DatasetBuilder, seconds: float, reused: bool) -> BuildSummary:
+    splits = {
+        split_name: SplitSummary(
+            num_examples=int(info.num_examples),
+            num_shards=int(info.num_shards),
+            num_bytes=int(info.num_bytes),
+        )
+        for split_name, info in builder.info.splits.items()
+    }
+    return BuildSummary(
+        name=builder.name,
+        config=builder.builder_config.name if builder.builder_config else None,
+        version=str(builder.version),
+        dataset_dir=os.fspath(builder.data_dir),
+        splits=splits,
+        seconds=seconds,
+        reused=reused,
+    )
+
+
+def registered_builder_names() -> list[str]:
+    """Names of the TFDS builders defined in the `data_prep` package."""
+    names = set()
+    pending = [tfds.core.DatasetBuilder]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__module__.startswith("data_prep.") and getattr(cls, "name", None):
+            names.add(cls.name)
+    return sorted(names)
+
+
+def build_dataset(
+    name: str,
+    data_dir: str | os.PathLike,
+    manual_dir: str | os.PathLike | None = None,
+    config: str | None = None,
+    max_examples_per_split: int | None = None,
+) -> BuildSummary:
+    """Builds dataset `name` ("name" or "name/config") into `data_dir`.
+
+    Raises `DataError` for bad input files (naming the file and the problem) and `ValueError`
+    for bad arguments. On any exception nothing created under `data_dir` is left behind.
+    An already built dataset is reused (the summary says so), as TFDS does.
+    """
+    base_name, config_name = parse_name(name, config)
+    if max_examples_per_split is not None and max_examples_per_split < 1:
+        raise ValueError(f"max_examples_per_split must be >= 1, got {max_examples_per_split}")
+    data_dir = os.path.abspath(os.fspath(data_dir))
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(data_dir, "--data_dir exists and is not a directory")
+
+    try:
+        builder_cls = tfds.builder_cls(base_name)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(
+            f"unknown dataset {base_name!r}; data_prep registers: "
+            + ", ".join(registered_builder_names())
+        ) from error
+    instructions = getattr(builder_cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+    if instructions:
+        if manual_dir is None:
+            raise DataError(
+                "--manual_dir",
+                f"{base_name} needs its source files in a manual_dir:\n{instructions.strip()}",
+            )
+        manual_dir = os.path.abspath(os.fspath(manual_dir))
+        if not os.path.isdir(manual_dir):
+            raise DataError(
+                manual_dir,
+                f"manual_dir not found; {base_name} expects:\n{instructions.strip()}",
+            )
+        if not os.listdir(manual_dir):
+            raise DataError(
+                manual_dir,
+                f"manual_dir is empty; {base_name} expects:\n{instructions.strip()}",
+            )
+    elif manual_dir is not None:
+        manual_dir = os.path.abspath(os.fspath(manual_dir))
+
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=manual_dir,
+        max_examples_per_split=max_examples_per_split,
+    )
+    start = time.perf_counter()
+    with _CleanupOnFailure(data_dir) as cleanup:
+        builder = tfds.builder(base_name, config=config_name, data_dir=data_dir)
+        reused = builder.is_prepared()
+        builder.download_and_prepare(download_config=download_config)
+    cleanup.remove_new_empty_download_dirs()
+    return _summarise(builder, time.perf_counter() - start, reused)
+
+
+def find_data_error(error: BaseException) -> BaseException:
+    """Returns the `DataError` in `error`'s cause/context chain, else `error` itself."""
+    seen = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DataError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return error
+
+
+def main(argv: Sequence[str]) -> None:
+    """absl entry point; see the module docstring."""
+    from absl import flags
+
+    if len(argv) != 2:
+        print(
+            "usage: python -m data_prep.build NAME --data_dir=OUT [--manual_dir=SRC] "
+            "[--config=C] [--max_examples_per_split=N]",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    flag_values = flags.FLAGS
+    try:
+        summary = build_dataset(
+            argv[1],
+            data_dir=flag_values.data_dir,
+            manual_dir=flag_values.manual_dir,
+            config=flag_values.config,
+            max_examples_per_split=flag_values.max_examples_per_split,
+        )
+    except Exception as error:  # noqa: BLE001  (every failure must exit non-zero, cleanly)
+        reported = find_data_error(error)
+        sys.stdout.flush()
+        print(
+            f"\nbuild of {argv[1]} failed; {flag_values.data_dir} holds no partial dataset.",
+            file=sys.stderr,
+        )
+        message = str(reported) if isinstance(reported, DataError) else (
+            f"{type(reported).__name__}: {reported}"
+        )
+        print(message, file=sys.stderr)
+        sys.stderr.flush()
+        sys.exit(1)
+    print(summary)
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir to write the dataset into.")
+    flags.DEFINE_string("manual_dir", None, "Directory holding the extracted source files.")
+    flags.DEFINE_string("config", None, "Builder config (also accepted as NAME/CONFIG).")
+    flags.DEFINE_integer(
+        "max_examples_per_split", None, "Stop each split after this many examples."
+    )
+    flags.mark_flag_as_required("data_dir")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

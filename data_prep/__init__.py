@@ -5,5 +5,4 @@ Importing this package registers every builder, so that
 """
 
 from data_prep import vkitti  # noqa: F401  (registers vkitti)
-
 from data_prep import kitti_eigen  # noqa: F401  (registers kitti_eigen)

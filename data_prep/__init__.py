@@ -4,5 +4,7 @@ Importing this package registers every builder, so that
 `tfds.builder(NAME, data_dir=...)` finds them.
 """
 
-from data_prep import vkitti  # noqa: F401  (registers vkitti)
-from data_prep import kitti_eigen  # noqa: F401  (registers kitti_eigen)
+from data_prep import (
+    kitti_eigen,  # noqa: F401  (registers kitti_eigen)
+    vkitti,  # noqa: F401  (registers vkitti)
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -66,3 +66,35 @@ def read_uint8_gray(path: str | os.PathLike) -> np.ndarray:
     if image.mode != "L":
         raise DataError(path, f"expected an 8-bit single-channel PNG (mode L), got {image.mode}")
     return np.asarray(image, dtype=np.uint8)
+
+
+def require_subdirs(root: str | os.PathLike, expected: Mapping[str, str]) -> None:
+    """Raises `DataError` for `root` naming every missing subfolder of `expected`.
+
+    `expected` maps a subfolder name to what it should hold; the message lists all of them,
+    e.g. `missing subfolder(s) disparity; expected in this folder: leftImg8bit/ holding ...`.
+    """
+    require_dir(root, [f"{name}/ ({what})" for name, what in expected.items()])
+    missing = [name for name in expected if not os.path.isdir(os.path.join(root, name))]
+    if missing:
+        listing = "; ".join(f"{name}/ holding {what}" for name, what in expected.items())
+        raise DataError(
+            root,
+            f"missing subfolder(s) {', '.join(missing)}; expected in this folder: {listing}",
+        )
+
+
+def manual_dir_of(dl_manager, expected: Mapping[str, str]) -> str:
+    """`dl_manager.manual_dir` as a str; a missing or empty one raises `DataError`.
+
+    tfds raises a bare AssertionError there and keeps the configured folder only in the
+    private `_manual_dir` attribute, which is read to name the folder in the error.
+    """
+    try:
+        return os.fspath(dl_manager.manual_dir)
+    except AssertionError as error:
+        folder = os.fspath(dl_manager._manual_dir)
+        listing = "; ".join(f"{name}/ holding {what}" for name, what in expected.items())
+        raise DataError(
+            folder, f"manual_dir does not exist or is empty; expected in it: {listing}"
+        ) from error

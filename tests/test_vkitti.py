@@ -240,3 +240,14 @@ def test_v2_missing_intrinsics_row(tmp_path):
                             "0 1 72 73 62 19"])
     error = _build_fails(tmp_path, "v2", fixture.root)
     assert error.startswith(f"{path}: no row for frame 0 camera 0")
+
+
+def test_builder_used_directly_reports_a_missing_manual_dir(tmp_path):
+    builder = tfds.builder("vkitti/v2", data_dir=os.fspath(tmp_path / "out"))
+    config = tfds.download.DownloadConfig(manual_dir=os.fspath(tmp_path / "nowhere"))
+    with pytest.raises(DataError) as info:
+        builder.download_and_prepare(download_config=config)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'nowhere'}: manual_dir does not exist or is empty; "
+                              "expected in it: vkitti_2.0.3_rgb/ holding ")
+    assert "vkitti_2.0.3_textgt/ holding " in message

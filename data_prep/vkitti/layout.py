@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.common import DataError, require_dir
+from data_prep.common import DataError, require_dir, require_subdirs
 
 # Far plane of the Virtual KITTI z-buffer: 65535 cm = 655.35 m (sky). Depth at or beyond it
 # is stored as 0 (invalid).
@@ -85,25 +85,13 @@ class Frame:
     frame_index: int
 
 
-def check_manual_dir(root: Path, expected: dict[str, str]) -> None:
-    """Raises `DataError` for `root` listing every missing subfolder and what it should hold."""
-    require_dir(root, [f"{name}/ ({what})" for name, what in expected.items()])
-    missing = [name for name in expected if not (root / name).is_dir()]
-    if missing:
-        listing = "; ".join(f"{name}/ holding {expected[name]}" for name in expected)
-        raise DataError(
-            root,
-            f"missing subfolder(s) {', '.join(missing)}; expected in this folder: {listing}",
-        )
-
-
 def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def list_frames_v1(root: Path) -> list[Frame]:
     """Lists every Virtual KITTI 1.3.1 frame under `root` (the manual_dir), sorted by name."""
-    check_manual_dir(root, V1_EXPECTED)
+    require_subdirs(root, V1_EXPECTED)
     rgb_root = root / V1_DIRS["rgb"]
     frames = []
     for world_dir in _subdirs(rgb_root):
@@ -134,7 +122,7 @@ def list_frames_v1(root: Path) -> list[Frame]:
 
 def list_frames_v2(root: Path) -> list[Frame]:
     """Lists every Camera_0 frame of Virtual KITTI 2.0.3 under `root`, sorted by name."""
-    check_manual_dir(root, V2_EXPECTED)
+    require_subdirs(root, V2_EXPECTED)
     rgb_root = root / V2_DIRS["rgb"]
     camera = f"Camera_{V2_CAMERA_ID}"
     frames = []

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data_prep.common import DataError, read_rgb, read_uint16
+from data_prep.common import DataError, manual_dir_of, read_rgb, read_uint16
 from data_prep.labels import ColorLut
 from data_prep.vkitti import layout
 
@@ -47,20 +47,6 @@ config v2: vkitti_2.0.3_rgb.tar, vkitti_2.0.3_depth.tar,
 vkitti_2.0.3_classSegmentation.tar, vkitti_2.0.3_textgt.tar.gz, giving
 {_expected_listing(layout.V2_EXPECTED)}
 """
-
-
-def manual_root(dl_manager: tfds.download.DownloadManager, expected: dict[str, str]) -> Path:
-    """Returns the manual_dir; a missing or empty one raises `DataError` listing `expected`."""
-    try:
-        return Path(os.fspath(dl_manager.manual_dir))
-    except AssertionError as error:
-        # tfds raises a bare AssertionError; the configured folder is only kept in the
-        # private `_manual_dir` attribute, read here to name it in our error.
-        folder = os.fspath(dl_manager._manual_dir)
-        listing = "; ".join(f"{name}/ holding {what}" for name, what in expected.items())
-        raise DataError(
-            folder, f"manual_dir does not exist or is empty; expected in it: {listing}"
-        ) from error
 
 
 def _image_value(path: Path, array: np.ndarray) -> str | np.ndarray:
@@ -106,10 +92,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         if self.builder_config.name == "v1":
-            root = manual_root(dl_manager, layout.V1_EXPECTED)
+            root = Path(manual_dir_of(dl_manager, layout.V1_EXPECTED))
             frames = layout.list_frames_v1(root)
         else:
-            root = manual_root(dl_manager, layout.V2_EXPECTED)
+            root = Path(manual_dir_of(dl_manager, layout.V2_EXPECTED))
             frames = layout.list_frames_v2(root)
         train, val = layout.split_train_val(frames)
         return {"train": self._generate_examples(train), "val": self._generate_examples(val)}

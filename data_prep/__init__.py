@@ -7,5 +7,6 @@ Importing this package registers every builder, so that
 from data_prep import (
     cityscapes_depth,  # noqa: F401  (registers cityscapes_depth)
     kitti_eigen,  # noqa: F401  (registers kitti_eigen)
+    synthetic_driving,  # noqa: F401  (registers synthetic_driving)
     vkitti,  # noqa: F401  (registers vkitti)
 )

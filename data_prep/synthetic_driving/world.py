@@ -1,0 +1,438 @@
+"""Geometry of the synthetic driving world: scene sampling and vectorised ray casting.
+
+Coordinates are the camera frame in metres: x right, y down, z forward, camera at the
+origin, optical axis horizontal. The ground is the plane `y = CAMERA_HEIGHT`. Every other
+object is an axis-aligned box. Pixel `(row, col)` looks along the ray
+`((col - cx) / fx, (row - cy) / fy, 1)`, i.e. integer pixel coordinates are pixel centres
+(OpenCV convention). Because the ray's z component is 1, the ray parameter of a hit is its
+depth `z`, which is what we store (KITTI convention: z-depth, not ray length).
+
+Rays that hit nothing (above the horizon and past every box) are sky: depth 0 = invalid, so
+that the losses mask them out, label `SKY`.
+
+The ground is split across x into road (plus parking strips), sidewalks and terrain;
+objects are building facades, trees (vegetation), poles and cars (a body and a cabin box).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from cityscapesscripts.helpers.labels import name2label
+
+# Cityscapes train ids (from cityscapesscripts' own label table).
+ROAD = name2label["road"].trainId  # 0
+SIDEWALK = name2label["sidewalk"].trainId  # 1
+BUILDING = name2label["building"].trainId  # 2
+POLE = name2label["pole"].trainId  # 5
+VEGETATION = name2label["vegetation"].trainId  # 8
+TERRAIN = name2label["terrain"].trainId  # 9
+SKY = name2label["sky"].trainId  # 10
+CAR = name2label["car"].trainId  # 13
+
+CAMERA_HEIGHT = 1.65  # metres above the road, KITTI's camera height
+# Monodepth2's normalised KITTI intrinsics (KITTIDataset.K): fx = 0.58 W, fy = 1.92 H,
+# cx = 0.5 W, cy = 0.5 H. The horizon is the image row cy.
+NORMALISED_INTRINSICS = (0.58, 1.92, 0.5, 0.5)
+
+# Surface kinds in `GeometryBuffers.face`: which plane the visible point lies on.
+FACE_NONE = -1  # sky
+FACE_UP = 0  # ground and box tops (normal -y, pointing up)
+FACE_SIDE = 1  # box faces normal to x
+FACE_FRONT = 2  # box faces normal to z, facing the camera
+FACE_DOWN = 3  # box bottoms seen from below (normal +y)
+
+SURFACE_SKY = -1  # `GeometryBuffers.surface` of sky pixels
+SURFACE_GROUND = 0  # ground pixels; box k is surface k + 1
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+    """A pinhole camera: image size in pixels and intrinsics in pixels."""
+
+    height: int
+    width: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    @classmethod
+    def kitti_like(cls, height: int, width: int) -> Camera:
+        """Monodepth2's normalised KITTI intrinsics scaled to a `height` x `width` image."""
+        if height < 2 or width < 2:
+            raise ValueError(f"image size must be at least 2x2 pixels, got {height}x{width}")
+        fx, fy, cx, cy = NORMALISED_INTRINSICS
+        return cls(height, width, fx * width, fy * height, cx * width, cy * height)
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """float32 (fx, fy, cx, cy), the builder's `intrinsics` feature."""
+        return np.array([self.fx, self.fy, self.cx, self.cy], dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundLayout:
+    """Lateral layout of the ground plane: x boundaries in metres (left < 0 < right).
+
+    Between `road_left` and `road_right` is road; then sidewalks out to `sidewalk_left` /
+    `sidewalk_right`; terrain beyond.
+    """
+
+    road_left: float
+    road_right: float
+    sidewalk_left: float
+    sidewalk_right: float
+
+    def __post_init__(self):
+        if not self.sidewalk_left <= self.road_left < 0.0 < self.road_right <= self.sidewalk_right:
+            raise ValueError(
+                "GroundLayout needs sidewalk_left <= road_left < 0 < road_right <= "
+                f"sidewalk_right, got {self}"
+            )
+
+    def labels_at(self, x: np.ndarray) -> np.ndarray:
+        """Cityscapes train id of the ground at lateral positions `x` (uint8)."""
+        labels = np.full(x.shape, TERRAIN, dtype=np.uint8)
+        labels[(x >= self.sidewalk_left) & (x <= self.sidewalk_right)] = SIDEWALK
+        labels[(x >= self.road_left) & (x <= self.road_right)] = ROAD
+        return labels
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """A frame's geometry: the ground layout and axis-aligned boxes.
+
+    `boxes` is float64 (N, 6) of `x0, x1, y0, y1, z0, z1` (min < max on each axis);
+    `labels` the boxes' Cityscapes train ids (N,); `instances` groups boxes of one object
+    (a car's body and cabin share an instance) for the shaders. `lane_lines` are the x
+    positions of the dashed lane dividers painted on the road (appearance only).
+    """
+
+    ground: GroundLayout
+    boxes: np.ndarray
+    labels: np.ndarray
+    instances: np.ndarray
+    lane_lines: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self):
+        boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 6)
+        labels = np.asarray(self.labels, dtype=np.uint8).reshape(-1)
+        instances = np.asarray(self.instances, dtype=np.int32).reshape(-1)
+        if not len(boxes) == len(labels) == len(instances):
+            raise ValueError(
+                f"Scene: {len(boxes)} boxes but {len(labels)} labels and "
+                f"{len(instances)} instances"
+            )
+        if np.any(boxes[:, 0::2] >= boxes[:, 1::2]):
+            bad = int(np.argmax(np.any(boxes[:, 0::2] >= boxes[:, 1::2], axis=1)))
+            raise ValueError(f"Scene: box {bad} {boxes[bad].tolist()} has min >= max")
+        inside = np.all((boxes[:, 0::2] < 0.0) & (boxes[:, 1::2] > 0.0), axis=1)
+        if np.any(inside):
+            bad = int(np.argmax(inside))
+            raise ValueError(f"Scene: box {bad} {boxes[bad].tolist()} contains the camera")
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "instances", instances)
+        object.__setattr__(
+            self, "lane_lines", np.asarray(self.lane_lines, dtype=np.float64).reshape(-1)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GeometryBuffers:
+    """Per-pixel ray-casting result (all (H, W)); `points` is (H, W, 3) in metres."""
+
+    depth: np.ndarray  # float32 z-depth, 0 for sky
+    label: np.ndarray  # uint8 Cityscapes train ids
+    surface: np.ndarray  # int32: SURFACE_SKY, SURFACE_GROUND or box index + 1
+    face: np.ndarray  # int8: FACE_* constant
+    points: np.ndarray  # float32 camera-frame hit points (0 for sky)
+
+
+def ray_directions(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """x and y components of the pixel rays (z = 1): (W,) per column and (H,) per row."""
+    columns = np.arange(camera.width, dtype=np.float64)
+    rows = np.arange(camera.height, dtype=np.float64)
+    return (columns - camera.cx) / camera.fx, (rows - camera.cy) / camera.fy
+
+
+def _slab(lower: float, upper: float, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ray-parameter interval inside `lower <= a * t <= upper` for each direction `a`.
+
+    A zero direction component gives +-inf bounds (IEEE division), which the interval
+    logic handles: the slab is all of t when `lower < 0 < upper`, else empty.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_lower = lower / direction
+        t_upper = upper / direction
+    return np.minimum(t_lower, t_upper), np.maximum(t_lower, t_upper)
+
+
+def render_geometry(scene: Scene, camera: Camera) -> GeometryBuffers:
+    """Casts one ray per pixel and keeps the nearest hit (z-buffer).
+
+    The slab test separates: the x slab depends only on the column and the y slab only on
+    the row, so per box we compute (W,) and (H,) intervals, skip boxes whose column or row
+    range is empty, and evaluate the full test only on the box's screen rectangle.
+    """
+    dir_x, dir_y = ray_directions(camera)
+    height, width = camera.height, camera.width
+    depth = np.full((height, width), np.inf)
+    label = np.full((height, width), SKY, dtype=np.uint8)
+    surface = np.full((height, width), SURFACE_SKY, dtype=np.int32)
+    face = np.full((height, width), FACE_NONE, dtype=np.int8)
+
+    # Ground plane y = CAMERA_HEIGHT: rows below the horizon (dir_y > 0) hit it at
+    # t = CAMERA_HEIGHT / dir_y, the same depth across the whole row.
+    ground_rows = dir_y > 0
+    ground_depth = np.where(ground_rows, CAMERA_HEIGHT / np.where(ground_rows, dir_y, 1.0), np.inf)
+    depth[:] = ground_depth[:, None]
+    ground_mask = np.broadcast_to(ground_rows[:, None], (height, width))
+    ground_x = ground_depth[ground_rows, None] * dir_x[None, :]
+    label[ground_rows] = scene.ground.labels_at(ground_x)
+    surface[ground_mask] = SURFACE_GROUND
+    face[ground_mask] = FACE_UP
+
+    for index, (x0, x1, y0, y1, z0, z1) in enumerate(scene.boxes):
+        # Column intervals (x slab intersected with the z slab, whose t bounds are z0, z1).
+        x_lower, x_upper = _slab(x0, x1, dir_x)
+        column_lower = np.maximum(x_lower, z0)
+        column_upper = np.minimum(x_upper, z1)
+        column_hit = (column_lower <= column_upper) & (column_upper > 0.0)
+        if not column_hit.any():
+            continue
+        y_lower, y_upper = _slab(y0, y1, dir_y)
+        row_hit = (
+            (y_lower <= column_upper[column_hit].max())
+            & (y_upper >= column_lower[column_hit].min())
+            & (y_upper > 0.0)
+        )
+        if not row_hit.any():
+            continue
+        columns = np.flatnonzero(column_hit)
+        rows = np.flatnonzero(row_hit)
+        col_slice = slice(columns[0], columns[-1] + 1)
+        row_slice = slice(rows[0], rows[-1] + 1)
+        c_lower, c_upper = column_lower[col_slice][None, :], column_upper[col_slice][None, :]
+        r_lower, r_upper = y_lower[row_slice][:, None], y_upper[row_slice][:, None]
+        t_near = np.maximum(c_lower, r_lower)
+        t_far = np.minimum(c_upper, r_upper)
+        window_depth = depth[row_slice, col_slice]
+        hit = (t_near <= t_far) & (t_near > 0.0) & (t_near < window_depth)
+        if not hit.any():
+            continue
+        # Which slab the entry point lies on gives the face: y (top), x (side) or z (front).
+        column_face = np.where(x_lower[col_slice] >= z0, FACE_SIDE, FACE_FRONT)[None, :]
+        row_face = np.where(dir_y[row_slice] > 0.0, FACE_UP, FACE_DOWN)[:, None]
+        entry_face = np.where(r_lower >= c_lower, row_face, column_face).astype(np.int8)
+        window_depth[hit] = t_near[hit]
+        label[row_slice, col_slice][hit] = scene.labels[index]
+        surface[row_slice, col_slice][hit] = index + 1
+        face[row_slice, col_slice][hit] = np.broadcast_to(entry_face, hit.shape)[hit]
+
+    sky = surface == SURFACE_SKY
+    depth[sky] = 0.0
+    points = np.stack(
+        [depth * dir_x[None, :], depth * dir_y[:, None], depth], axis=-1
+    ).astype(np.float32)
+    return GeometryBuffers(
+        depth=depth.astype(np.float32), label=label, surface=surface, face=face, points=points
+    )
+
+
+# ------------------------------------------------------------------------- scene sampling
+
+# Ranges of the scene distribution (metres). Both domains sample from exactly this.
+LANE_WIDTH_RANGE = (3.0, 3.6)
+NUM_LANES_CHOICES = (2, 3, 4)
+PARKING_STRIP_WIDTH = 2.3
+SIDEWALK_WIDTH_RANGE = (1.5, 4.0)
+TERRAIN_WIDTH_RANGE = (0.5, 6.0)
+BUILDING_LENGTH_RANGE = (8.0, 35.0)
+BUILDING_HEIGHT_RANGE = (5.0, 25.0)
+BUILDING_THICKNESS = 15.0
+SCENE_FAR_Z = 160.0  # buildings, trees and poles are placed up to here
+CAR_FAR_Z = 90.0
+CAR_WIDTH_RANGE = (1.6, 2.0)
+CAR_LENGTH_RANGE = (3.8, 5.0)
+CAR_BODY_HEIGHT_RANGE = (0.75, 1.0)
+CAR_TOTAL_HEIGHT_RANGE = (1.35, 1.75)
+MIN_EGO_LANE_CAR_Z = 6.0  # nearest car ahead in the camera's own lane
+
+
+def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The geometry random generator of example `index` of `split`: a pure function."""
+    if split not in SPLIT_CODES:
+        raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be >= 0, got seed={seed} index={index}")
+    return np.random.default_rng([seed, SPLIT_CODES[split], index, 0])
+
+
+class _BoxList:
+    """Accumulates boxes with their labels and instance ids."""
+
+    def __init__(self):
+        self.boxes: list[tuple[float, ...]] = []
+        self.labels: list[int] = []
+        self.instances: list[int] = []
+        self._next_instance = 0
+
+    def add_object(self, label: int, *boxes: tuple[float, ...]) -> None:
+        for box in boxes:
+            self.boxes.append(box)
+            self.labels.append(label)
+            self.instances.append(self._next_instance)
+        self._next_instance += 1
+
+
+def _add_buildings(rng: np.random.Generator, objects: _BoxList, facade_x: float, side: float):
+    """Buildings along one side; `side` is -1 (left) or +1 (right), facade at `facade_x`."""
+    z = rng.uniform(-30.0, -5.0)
+    while z < SCENE_FAR_Z:
+        length = rng.uniform(*BUILDING_LENGTH_RANGE)
+        height = rng.uniform(*BUILDING_HEIGHT_RANGE)
+        inner = facade_x + side * rng.uniform(0.0, 1.5)
+        outer = inner + side * BUILDING_THICKNESS
+        objects.add_object(
+            BUILDING,
+            (min(inner, outer), max(inner, outer), CAMERA_HEIGHT - height, CAMERA_HEIGHT,
+             z, z + length),
+        )
+        z += length
+        if rng.random() < 0.35:  # a gap, sometimes with a tree in it
+            gap = rng.uniform(2.0, 12.0)
+            if gap > 4.0 and rng.random() < 0.5:
+                _add_tree(rng, objects, facade_x + side * rng.uniform(1.0, 3.0), z + gap / 2)
+            z += gap
+
+
+def _add_tree(rng: np.random.Generator, objects: _BoxList, x: float, z: float) -> None:
+    """A tree: trunk and crown boxes, both vegetation (Cityscapes labels trunks so)."""
+    trunk = rng.uniform(0.2, 0.4) / 2
+    crown_bottom = rng.uniform(1.8, 3.0)
+    crown_top = crown_bottom + rng.uniform(2.0, 5.0)
+    crown = rng.uniform(1.5, 4.0) / 2
+    ground = CAMERA_HEIGHT
+    objects.add_object(
+        VEGETATION,
+        (x - trunk, x + trunk, ground - crown_bottom, ground, z - trunk, z + trunk),
+        (x - crown, x + crown, ground - crown_top, ground - crown_bottom, z - crown, z + crown),
+    )
+
+
+def _add_vegetation_side(rng: np.random.Generator, objects: _BoxList, facade_x: float,
+                         side: float) -> None:
+    """A hedge with a row of trees behind it instead of buildings."""
+    hedge_height = rng.uniform(0.8, 2.5)
+    inner = facade_x
+    outer = facade_x + side * rng.uniform(1.0, 3.0)
+    objects.add_object(
+        VEGETATION,
+        (min(inner, outer), max(inner, outer), CAMERA_HEIGHT - hedge_height, CAMERA_HEIGHT,
+         rng.uniform(-20.0, 0.0), SCENE_FAR_Z),
+    )
+    z = rng.uniform(0.0, 10.0)
+    while z < SCENE_FAR_Z:
+        _add_tree(rng, objects, outer + side * rng.uniform(1.0, 3.0), z)
+        z += rng.uniform(6.0, 15.0)
+
+
+def _add_poles(rng: np.random.Generator, objects: _BoxList, curb_x: float, side: float,
+               sidewalk_width: float) -> None:
+    """Poles on a sidewalk, near the curb at `curb_x`."""
+    z = rng.uniform(2.0, 25.0)
+    while z < SCENE_FAR_Z:
+        x = curb_x + side * rng.uniform(0.3, min(0.9, sidewalk_width - 0.3))
+        half = rng.uniform(0.15, 0.3) / 2
+        height = rng.uniform(4.0, 9.0)
+        objects.add_object(
+            POLE, (x - half, x + half, CAMERA_HEIGHT - height, CAMERA_HEIGHT, z - half, z + half)
+        )
+        z += rng.uniform(12.0, 35.0)
+
+
+def _add_car(rng: np.random.Generator, objects: _BoxList, x_centre: float, z0: float) -> float:
+    """A car (body + cabin) with its rear at `z0`; returns its length."""
+    half_width = rng.uniform(*CAR_WIDTH_RANGE) / 2
+    length = rng.uniform(*CAR_LENGTH_RANGE)
+    body_top = CAMERA_HEIGHT - rng.uniform(*CAR_BODY_HEIGHT_RANGE)
+    roof = CAMERA_HEIGHT - rng.uniform(*CAR_TOTAL_HEIGHT_RANGE)
+    cabin_start = z0 + length * rng.uniform(0.2, 0.35)
+    cabin_end = z0 + length * rng.uniform(0.7, 0.85)
+    inset = 0.1
+    objects.add_object(
+        CAR,
+        (x_centre - half_width, x_centre + half_width, body_top, CAMERA_HEIGHT, z0, z0 + length),
+        (x_centre - half_width + inset, x_centre + half_width - inset, roof, body_top,
+         cabin_start, cabin_end),
+    )
+    return length
+
+
+def _add_car_row(rng: np.random.Generator, objects: _BoxList, x_centre: float, z_start: float,
+                 density: float, jitter: float) -> None:
+    """Cars in one lane (or parking strip) from `z_start` on; `density` = P(car per slot)."""
+    z = z_start
+    while z < CAR_FAR_Z:
+        if rng.random() < density:
+            z += _add_car(rng, objects, x_centre + rng.uniform(-jitter, jitter), z)
+            z += rng.uniform(2.0, 20.0)
+        else:
+            z += rng.uniform(5.0, 25.0)
+
+
+def sample_scene(rng: np.random.Generator) -> Scene:
+    """Draws one road scene (see the module docstring) from `rng`."""
+    num_lanes = int(rng.choice(NUM_LANES_CHOICES))
+    lane_width = rng.uniform(*LANE_WIDTH_RANGE)
+    ego_lane = int(rng.integers(0, num_lanes))
+    lanes_left = -(ego_lane + 0.5) * lane_width + rng.uniform(-0.3, 0.3)
+    lanes_right = lanes_left + num_lanes * lane_width
+    parking_left = rng.random() < 0.5
+    parking_right = rng.random() < 0.5
+    road_left = lanes_left - (PARKING_STRIP_WIDTH if parking_left else 0.0)
+    road_right = lanes_right + (PARKING_STRIP_WIDTH if parking_right else 0.0)
+    sidewalk_widths = rng.uniform(*SIDEWALK_WIDTH_RANGE, size=2)
+    sidewalk_left = road_left - sidewalk_widths[0]
+    sidewalk_right = road_right + sidewalk_widths[1]
+    terrain_widths = np.where(
+        rng.random(2) < 0.5, 0.0, rng.uniform(*TERRAIN_WIDTH_RANGE, size=2)
+    )
+    ground = GroundLayout(road_left, road_right, sidewalk_left, sidewalk_right)
+
+    objects = _BoxList()
+    for side, facade_x in ((-1.0, sidewalk_left - terrain_widths[0]),
+                           (1.0, sidewalk_right + terrain_widths[1])):
+        if rng.random() < 0.75:
+            _add_buildings(rng, objects, facade_x, side)
+        else:
+            _add_vegetation_side(rng, objects, facade_x, side)
+    for side, curb_x, width in ((-1.0, road_left, sidewalk_widths[0]),
+                                (1.0, road_right, sidewalk_widths[1])):
+        if rng.random() < 0.8:
+            _add_poles(rng, objects, curb_x, side, width)
+    for lane in range(num_lanes):
+        x_centre = lanes_left + (lane + 0.5) * lane_width
+        if lane == ego_lane:
+            start = rng.uniform(MIN_EGO_LANE_CAR_Z, 25.0)
+        else:
+            start = rng.uniform(-8.0, 15.0)
+        _add_car_row(rng, objects, x_centre, start, density=0.6, jitter=0.3)
+    if parking_left:
+        _add_car_row(rng, objects, lanes_left - PARKING_STRIP_WIDTH / 2, rng.uniform(-8.0, 10.0),
+                     density=0.7, jitter=0.1)
+    if parking_right:
+        _add_car_row(rng, objects, lanes_right + PARKING_STRIP_WIDTH / 2,
+                     rng.uniform(-8.0, 10.0), density=0.7, jitter=0.1)
+    return Scene(
+        ground=ground,
+        boxes=np.array(objects.boxes, dtype=np.float64).reshape(-1, 6),
+        labels=np.array(objects.labels, dtype=np.uint8),
+        instances=np.array(objects.instances, dtype=np.int32),
+        lane_lines=lanes_left + lane_width * np.arange(1, num_lanes),
+    )

@@ -33,7 +33,7 @@ from data_prep.common import DataError
 
 @dataclasses.dataclass(frozen=True)
 class SplitSummary:
-    """What TFDS wrote for one split."""
+    """What TFDS wrote for one split (`num_bytes`: size of its shard files)."""
 
     num_examples: int
     num_shards: int
@@ -175,7 +175,8 @@ def _summarise(builder: tfds.core.DatasetBuilder, seconds: float, reused: bool) 
         split_name: SplitSummary(
             num_examples=int(info.num_examples),
             num_shards=int(info.num_shards),
-            num_bytes=int(info.num_bytes),
+            # Shard files on disk (TFDS's own num_bytes leaves out the TFRecord framing).
+            num_bytes=sum(os.path.getsize(os.fspath(path)) for path in info.filepaths),
         )
         for split_name, info in builder.info.splits.items()
     }

@@ -1,0 +1,180 @@
+"""Tests for damono_jax.export: Orbax export round trip, metadata contract, SavedModel parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from damono_jax import export
+from damono_jax.models import DepthNet
+
+INPUT_SIZE = (64, 96)
+
+
+def random_depth_net_variables(seed: int = 0) -> dict:
+    """DepthNet variables with random values, built from `eval_shape` (no slow init)."""
+    images = jax.ShapeDtypeStruct((1, *INPUT_SIZE, 3), np.float32)
+    abstract = jax.eval_shape(lambda x: DepthNet().init(jax.random.key(0), x), images)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "var" in name:
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def make_metadata(**overrides) -> dict:
+    metadata = {
+        "model": {"architecture": "DepthNet", "upsample_mode": "bilinear"},
+        "input_size": list(INPUT_SIZE),
+        "min_depth": 0.1,
+        "max_depth": 100.0,
+        "units": "metres",
+        "class_names": ["road", "car"],
+        "step": 7,
+        "train_focal_x_normalized": 0.58,
+    }
+    metadata.update(overrides)
+    return metadata
+
+
+@pytest.fixture(scope="module")
+def variables():
+    return random_depth_net_variables()
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, variables):
+    directory = tmp_path_factory.mktemp("export") / "export"
+    export.save_export(directory, variables, make_metadata())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).random((2, *INPUT_SIZE, 3), dtype=np.float32)
+
+
+def test_export_reload_predict_is_identical(export_dir, variables, images):
+    assert sorted(p.name for p in export_dir.iterdir()) == ["metadata.json", "variables"]
+    assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")]
+    model = export.load_export(export_dir)
+    assert model.metadata["step"] == 7 and model.metadata["units"] == "metres"
+    assert model.metadata["format_version"] == export.EXPORT_FORMAT_VERSION
+    assert model.input_size == INPUT_SIZE
+    for restored, original in zip(
+        jax.tree.leaves(model.variables), jax.tree.leaves(variables), strict=True
+    ):
+        np.testing.assert_array_equal(restored, original)
+    disparity = model.predict_disparity(images)
+    assert disparity.shape == (2, *INPUT_SIZE) and disparity.dtype == np.float32
+    assert np.all((disparity > 0) & (disparity < 1))
+    compiled = model.compiled_shapes
+    in_memory = export.InferenceModel(make_metadata(), variables)
+    np.testing.assert_array_equal(in_memory.predict_disparity(images), disparity)
+    depth = model.predict_depth(images * 0.5)
+    assert model.compiled_shapes == compiled  # one compilation per input shape
+    sigma = model.predict_disparity(images * 0.5)
+    np.testing.assert_allclose(depth, 1.0 / (0.01 + (10.0 - 0.01) * sigma), rtol=1e-5)
+    np.testing.assert_allclose(
+        model.predict_scaled_disparity(images), 1.0 / model.predict_depth(images), rtol=1e-5
+    )
+
+
+def test_saved_model_matches_jax(export_dir, images, tmp_path):
+    model = export.load_export(export_dir)
+    saved_model_dir = tmp_path / "saved_model"
+    export.export_saved_model(model, saved_model_dir)
+    predict = export.load_saved_model(saved_model_dir)
+    expected_disparity = model.predict_disparity(images)
+    expected_depth = model.predict_depth(images)
+    for batch_size in (2, 1):  # the SavedModel's batch dimension is polymorphic
+        outputs = predict(images[:batch_size])
+        assert outputs["disparity"].shape == (batch_size, *INPUT_SIZE)
+        disparity_diff = np.abs(outputs["disparity"] - expected_disparity[:batch_size]).max()
+        assert disparity_diff <= 1e-4
+        np.testing.assert_allclose(outputs["depth"], expected_depth[:batch_size], rtol=1e-4)
+    assert json.loads((saved_model_dir / "metadata.json").read_text())["step"] == 7
+
+
+def test_overwrite_is_atomic_and_can_be_refused(tmp_path, variables):
+    target = tmp_path / "export"
+    export.save_export(target, variables, make_metadata(step=1))
+    export.save_export(target, variables, make_metadata(step=2))
+    assert export.read_metadata(target)["step"] == 2
+    with pytest.raises(FileExistsError, match="already exists"):
+        export.save_export(target, variables, make_metadata(step=3), overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_bad_metadata_or_variables_write_nothing(tmp_path, variables):
+    target = tmp_path / "export"
+    with pytest.raises(export.ExportError, match=r"missing metadata keys \['units'\]"):
+        metadata = make_metadata()
+        del metadata["units"]
+        export.save_export(target, variables, metadata)
+    with pytest.raises(export.ExportError, match="'input_size' must be .* multiples of 32"):
+        export.save_export(target, variables, make_metadata(input_size=[60, 96]))
+    with pytest.raises(export.ExportError, match="need 0 < min_depth < max_depth"):
+        export.save_export(target, variables, make_metadata(min_depth=10.0, max_depth=1.0))
+    broken = jax.tree.map(lambda x: x, variables)
+    broken["params"]["depth_decoder"] = {}
+    with pytest.raises(export.ExportError, match="not DepthNet variables: missing"):
+        export.save_export(target, broken, make_metadata())
+    with pytest.raises(KeyError, match="variables must have 'params' and 'batch_stats'"):
+        export.save_export(target, {"params": variables["params"]}, make_metadata())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_or_corrupt_exports_name_the_path(tmp_path, export_dir):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(export.ExportError, match=f"{missing}: export directory does not exist"):
+        export.load_export(missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(export.ExportError, match="metadata.json: missing"):
+        export.load_export(empty)
+    (empty / "metadata.json").write_text('{"model": {"upsample_mode": "bilinear"},\n "step": }')
+    with pytest.raises(export.ExportError, match="metadata.json: line 2: invalid JSON"):
+        export.load_export(empty)
+    (empty / "metadata.json").write_text(json.dumps(make_metadata()))
+    with pytest.raises(export.ExportError, match="variables: missing"):
+        export.load_export(empty)
+    mismatched = tmp_path / "mismatched"
+    mismatched.mkdir()
+    (mismatched / "variables").symlink_to(Path(export_dir) / "variables")
+    (mismatched / "metadata.json").write_text(
+        json.dumps(make_metadata(model={"upsample_mode": "nearest"}, input_size=[32, 32]))
+    )
+    model = export.load_export(mismatched)  # upsampling and size do not change the params
+    assert model.input_size == (32, 32)
+    (mismatched / "metadata.json").write_text(json.dumps(make_metadata(units="feet")))
+    with pytest.raises(export.ExportError, match="key 'units' must be 'metres', got 'feet'"):
+        export.load_export(mismatched)
+
+
+def test_predict_rejects_bad_images(export_dir):
+    model = export.load_export(export_dir)
+    with pytest.raises(ValueError, match="expected float32 NHWC"):
+        model.predict_disparity(np.zeros((64, 96, 3), np.float32))
+    with pytest.raises(ValueError, match="expected float32 in"):
+        model.predict_disparity(np.zeros((1, 64, 96, 3), np.uint8))
+    with pytest.raises(ValueError, match="not a positive multiple of 32"):
+        model.predict_disparity(np.zeros((1, 60, 96, 3), np.float32))
+
+
+def test_prepare_image_resizes_uint8_to_the_input_size():
+    image = np.full((375, 1242, 3), 255, np.uint8)
+    prepared = export.prepare_image(image, INPUT_SIZE)
+    assert prepared.shape == (*INPUT_SIZE, 3) and prepared.dtype == np.float32
+    np.testing.assert_allclose(prepared, 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="expected uint8 RGB"):
+        export.prepare_image(image.astype(np.float32), INPUT_SIZE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -84,7 +85,7 @@ def require_subdirs(root: str | os.PathLike, expected: Mapping[str, str]) -> Non
         )
 
 
-def manual_dir_of(dl_manager, expected: Mapping[str, str]) -> str:
+def manual_dir_of(dl_manager: Any, expected: Mapping[str, str]) -> str:
     """`dl_manager.manual_dir` as a str; a missing or empty one raises `DataError`.
 
     tfds raises a bare AssertionError there and keeps the configured folder only in the

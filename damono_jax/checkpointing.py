@@ -1,0 +1,109 @@
+"""Preemption-safe training checkpoints with an Orbax `CheckpointManager`.
+
+Layout: `WORKDIR/checkpoints/<step>/{state/, meta/}`. `state` is the full `TrainState` (params,
+batch stats, optimiser state, step, RNG); `meta` is JSON with the step, the data-stream position
+(the number of global batches consumed, which `input_pipeline.create_train_iterator(config,
+start_step=...)` skips on resume) and the config. Orbax writes each step into a temporary
+directory and renames it only once every file is on disk, so a process killed with SIGKILL at
+any moment leaves either a complete checkpoint or a temporary directory that `latest_step()`
+ignores; a half-written checkpoint is never restored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class RestoredCheckpoint:
+    """A restored checkpoint: the train state and its JSON metadata."""
+
+    step: int
+    state: Any
+    meta: dict[str, Any]
+
+
+class TrainCheckpointer:
+    """Saves and restores (state, meta) pairs under `workdir/checkpoints`, keeping the last N.
+
+    Saves are asynchronous (Orbax writes in a background thread while training continues);
+    `close()` waits for the last one. Every `save` call writes: the caller decides when.
+    """
+
+    def __init__(self, workdir: str, keep: int):
+        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_SUBDIR)
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=checkpoint_managers.LatestN(keep),
+            create=True,
+            enable_async_checkpointing=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None when there is none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of all complete checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Starts writing `state` and `meta` as checkpoint `step` (asynchronous, atomic)."""
+        saved = self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        if not saved:
+            raise RuntimeError(f"{self.directory}: Orbax refused to save step {step}")
+
+    def restore(self, step: int, abstract_state: Any) -> RestoredCheckpoint:
+        """Restores checkpoint `step` into the shapes, dtypes and shardings of `abstract_state`.
+
+        `abstract_state` is a tree of `jax.ShapeDtypeStruct` with shardings, e.g.
+        `jax.tree.map(ocp.utils.to_shape_dtype_struct, freshly_initialised_state)`.
+        """
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return RestoredCheckpoint(step=step, state=restored.state, meta=dict(restored.meta))
+
+    def restore_latest(self, abstract_state: Any) -> RestoredCheckpoint | None:
+        """Restores the newest complete checkpoint, or returns None when there is none."""
+        step = self.latest_step()
+        if step is None:
+            return None
+        return self.restore(step, abstract_state)
+
+    def wait_until_finished(self) -> None:
+        """Blocks until the asynchronous save in flight (if any) is committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases the manager's resources."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> TrainCheckpointer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def abstract_like(state: Any) -> Any:
+    """`jax.ShapeDtypeStruct` tree (with shardings) of a concrete state, for `restore`."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

@@ -1,0 +1,258 @@
+"""Config validation and the paper's ablation variants (Tables 3/4).
+
+`validate(config)` raises `ValueError` naming the offending key, e.g.
+`config.data.image_size: (190, 640) is not a multiple of 32`. `get_variant_config` turns a
+`--config=configs/vkitti.py:seg` argument into the matching row of the ablation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ml_collections
+
+# Rows of the ablation: which optional heads the model has and which losses train.
+VARIANTS: dict[str, dict[str, bool]] = {
+    "baseline": {"use_semantic": False, "use_domain_classifier": False},
+    "seg": {"use_semantic": True, "use_domain_classifier": False},
+    "full": {"use_semantic": True, "use_domain_classifier": True},
+}
+
+# TFDS builders of this project (data_prep/) and their configs (None: no named config).
+KNOWN_DATASETS: dict[str, tuple[str, ...] | None] = {
+    "vkitti": ("v1", "v2"),
+    "cityscapes_depth": None,
+    "kitti_eigen": None,
+    "synthetic_driving": ("source", "target"),
+}
+
+DTYPES = ("float32", "bfloat16")
+UPSAMPLE_MODES = ("bilinear", "nearest")
+SHARED_BLOCK_GRAD_MODES = ("mean", "sum")
+GRL_SCHEDULES = ("dann", "constant")
+MODES_NEEDING_DATA = ("train", "eval")
+
+
+def parse_variant(arg: str | None, default: str = "full") -> str:
+    """The variant named by a config-file argument (`file.py:baseline`); `default` if empty."""
+    variant = (arg or "").strip() or default
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"config argument: unknown variant {variant!r}; use one of {', '.join(VARIANTS)}"
+        )
+    return variant
+
+
+def variant_flags(variant: str) -> dict[str, bool]:
+    """`use_semantic` and `use_domain_classifier` for a variant name."""
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"config.variant: unknown variant {variant!r}; use one of {', '.join(VARIANTS)}"
+        )
+    return dict(VARIANTS[variant])
+
+
+def _fail(key: str, message: str) -> None:
+    raise ValueError(f"config.{key}: {message}")
+
+
+def _check_positive_int(config: Any, key: str, allow_minus_one: bool = False) -> None:
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(key, f"{value!r} is not an integer")
+    if allow_minus_one and value == -1:
+        return
+    if value <= 0:
+        _fail(key, f"{value!r} must be positive" + (" (or -1)" if allow_minus_one else ""))
+
+
+def _check_number(
+    config: Any,
+    key: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_minimum: bool = False,
+    allow_none: bool = False,
+) -> None:
+    value = _get(config, key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        _fail(key, f"{value!r} is not a finite number")
+    if minimum is not None:
+        if strict_minimum and value <= minimum:
+            _fail(key, f"{value!r} must be > {minimum}")
+        if not strict_minimum and value < minimum:
+            _fail(key, f"{value!r} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        _fail(key, f"{value!r} must be <= {maximum}")
+
+
+def _check_choice(config: Any, key: str, choices: Iterable[str]) -> None:
+    value = _get(config, key)
+    choices = tuple(choices)
+    if value not in choices:
+        _fail(key, f"unknown value {value!r}; use one of {', '.join(choices)}")
+
+
+def _get(config: Any, key: str) -> Any:
+    node = config
+    for part in key.split("."):
+        if part not in node:
+            _fail(key, "is missing from the config (see configs/default.py)")
+        node = node[part]
+    return node
+
+
+def _check_dataset(config: Any, key: str) -> None:
+    value = _get(config, key)
+    if not isinstance(value, str) or not value:
+        _fail(key, f"{value!r} is not a dataset name")
+    name, _, builder_config = value.partition("/")
+    if name not in KNOWN_DATASETS:
+        _fail(key, f"unknown dataset {value!r}; known datasets: {', '.join(KNOWN_DATASETS)}")
+    configs = KNOWN_DATASETS[name]
+    if configs is None and builder_config:
+        _fail(key, f"dataset {name!r} has no config {builder_config!r}; write just {name!r}")
+    if configs is not None and builder_config not in configs:
+        options = ", ".join(f"{name}/{c}" for c in configs)
+        _fail(key, f"dataset {value!r} needs one of the configs {options}")
+
+
+def validate(config: Any, *, mode: str = "train", num_devices: int | None = None) -> None:
+    """Raises `ValueError` naming the key of the first invalid value in `config`.
+
+    `mode` is main.py's `--mode`: data locations are required for "train" and "eval" only.
+    `num_devices`, when given, must divide `config.batch_size` (the global batch).
+    """
+    _check_choice(config, "variant", VARIANTS)
+
+    # ---- data
+    image_size = _get(config, "data.image_size")
+    if (
+        not isinstance(image_size, tuple | list)
+        or len(image_size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in image_size)
+    ):
+        _fail("data.image_size", f"{image_size!r} is not a (height, width) pair of integers")
+    if any(v <= 0 or v % 32 for v in image_size):
+        _fail("data.image_size", f"{tuple(image_size)!r} is not a multiple of 32")
+    for key in ("data.source", "data.eval"):
+        _check_dataset(config, key)
+    if config.variant == "full":
+        _check_dataset(config, "data.target")
+    for key in ("data.source_split", "data.target_split", "data.eval_split"):
+        value = _get(config, key)
+        if not isinstance(value, str) or not value:
+            _fail(key, f"{value!r} is not a split name")
+    if mode in MODES_NEEDING_DATA:
+        data_dir = _get(config, "data.data_dir")
+        if not data_dir:
+            _fail(
+                "data.data_dir",
+                "is not set; pass --config.data.data_dir=DIR (the TFDS data_dir that "
+                "`python -m data_prep.build` wrote)",
+            )
+    _check_number(config, "data.max_depth", minimum=0.0, strict_minimum=True)
+    _check_positive_int(config, "data.shuffle_buffer")
+    num_parallel_calls = _get(config, "data.num_parallel_calls")
+    if not isinstance(num_parallel_calls, int) or (
+        num_parallel_calls != -1 and num_parallel_calls <= 0
+    ):
+        _fail("data.num_parallel_calls", f"{num_parallel_calls!r} must be positive or -1")
+    _check_positive_int(config, "data.prefetch")
+
+    # ---- model
+    _check_positive_int(config, "model.num_classes")
+    if config.model.num_classes >= 255:
+        _fail("model.num_classes", f"{config.model.num_classes} collides with ignore label 255")
+    _check_choice(config, "model.upsample_mode", UPSAMPLE_MODES)
+    _check_choice(config, "model.shared_block_grad", SHARED_BLOCK_GRAD_MODES)
+    features = _get(config, "model.discriminator_features")
+    if (
+        not isinstance(features, tuple | list)
+        or not features
+        or not all(isinstance(v, int) and v > 0 for v in features)
+    ):
+        _fail("model.discriminator_features", f"{features!r} is not a tuple of positive ints")
+    if not isinstance(_get(config, "model.encoder_init"), str):
+        _fail("model.encoder_init", "must be 'scratch' or a path")
+    _check_number(config, "model.min_depth", minimum=0.0, strict_minimum=True)
+    _check_number(config, "model.max_depth", minimum=0.0, strict_minimum=True)
+    if config.model.min_depth >= config.model.max_depth:
+        _fail(
+            "model.min_depth",
+            f"{config.model.min_depth} must be below config.model.max_depth "
+            f"({config.model.max_depth})",
+        )
+
+    # ---- loss
+    for key in ("loss.depth_weight", "loss.seg_weight", "loss.adv_weight",
+                "loss.smoothness_weight"):
+        _check_number(config, key, minimum=0.0)
+    _check_number(config, "loss.l1_weight", minimum=0.0, maximum=1.0)
+
+    # ---- GRL
+    _check_choice(config, "grl.schedule", GRL_SCHEDULES)
+    _check_number(config, "grl.gamma", minimum=0.0, strict_minimum=True)
+    _check_number(config, "grl.max_scale", minimum=0.0)
+    _check_positive_int(config, "grl.collapse_patience")
+
+    # ---- optimiser
+    _check_number(config, "optim.learning_rate", minimum=0.0, strict_minimum=True)
+    _check_number(config, "optim.b1", minimum=0.0, maximum=1.0)
+    _check_number(config, "optim.b2", minimum=0.0, maximum=1.0)
+    _check_number(config, "optim.decay_at_fraction", minimum=0.0, maximum=1.0,
+                  strict_minimum=True)
+    _check_number(config, "optim.decay_factor", minimum=0.0, maximum=1.0)
+    _check_number(config, "optim.discriminator_learning_rate", minimum=0.0,
+                  strict_minimum=True, allow_none=True)
+    _check_number(config, "optim.grad_clip_norm", minimum=0.0, strict_minimum=True,
+                  allow_none=True)
+
+    # ---- training loop
+    for key in ("batch_size", "num_train_steps", "log_every_steps", "image_log_every_steps",
+                "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        _check_positive_int(config, key)
+    _check_positive_int(config, "num_eval_examples", allow_minus_one=True)
+    _check_choice(config, "dtype", DTYPES)
+    if not isinstance(_get(config, "seed"), int):
+        _fail("seed", f"{config.seed!r} is not an integer")
+    if num_devices is not None and config.batch_size % num_devices:
+        _fail(
+            "batch_size",
+            f"{config.batch_size} is not divisible by the {num_devices} devices; the global "
+            "batch is split evenly over devices",
+        )
+
+    # ---- multi-host (None lets jax.distributed.initialize() detect the cluster)
+    if _get(config, "distributed.initialize"):
+        num_processes = _get(config, "distributed.num_processes")
+        process_id = _get(config, "distributed.process_id")
+        if num_processes is not None and num_processes <= 0:
+            _fail("distributed.num_processes", f"{num_processes!r} must be positive")
+        if process_id is not None and (
+            process_id < 0 or (num_processes is not None and process_id >= num_processes)
+        ):
+            _fail("distributed.process_id", f"{process_id!r} is outside [0, num_processes)")
+
+
+def flatten_for_hparams(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+    """Flat `{"optim.learning_rate": 1e-4, ...}` with scalar values, for `write_hparams`."""
+    flat: dict[str, Any] = {}
+
+    def visit(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping | ml_collections.ConfigDict):
+            items = node.items()
+            for key, value in items:
+                visit(f"{prefix}.{key}" if prefix else str(key), value)
+        elif isinstance(node, bool | int | float | str):
+            flat[prefix] = node
+        else:
+            flat[prefix] = str(node)
+
+    visit("", config)
+    return flat

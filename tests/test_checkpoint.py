@@ -1,0 +1,78 @@
+"""Orbax checkpointing: round trip of a full train state, keep-last-N, torn writes ignored."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from damono_jax import checkpointing, train
+
+
+def _state(seed: int) -> train.TrainState:
+    params = {
+        "encoder": {"kernel": jnp.full((3, 2), float(seed))},
+        "domain_classifier": {"bias": jnp.arange(4.0) + seed},
+    }
+    return train.TrainState.create(
+        apply_fn=lambda *a, **k: None,
+        params=params,
+        tx=optax.adam(1e-3),
+        batch_stats={"encoder": {"mean": jnp.ones((2,)) * seed}},
+        rng=jax.random.PRNGKey(seed),
+    )
+
+
+def _assert_trees_equal(a, b):
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip_keeps_full_state_and_meta(tmp_path):
+    state = _state(3)
+    # One Adam update so the optimiser state is not all zeros.
+    grads = jax.tree.map(jnp.ones_like, state.params)
+    state = state.apply_gradients(grads=grads)
+    meta = {"step": 1, "data_position": 1, "config": {"seed": 3}}
+    with checkpointing.TrainCheckpointer(str(tmp_path), keep=2) as checkpointer:
+        checkpointer.save(1, state, meta)
+    with checkpointing.TrainCheckpointer(str(tmp_path), keep=2) as checkpointer:
+        assert checkpointer.latest_step() == 1
+        restored = checkpointer.restore_latest(checkpointing.abstract_like(_state(0)))
+    assert restored is not None and restored.step == 1
+    assert restored.meta == meta
+    assert int(restored.state.step) == 1
+    for field in ("params", "batch_stats", "opt_state", "rng"):
+        _assert_trees_equal(getattr(restored.state, field), getattr(state, field))
+
+
+def test_keeps_last_n_and_ignores_torn_writes(tmp_path):
+    with checkpointing.TrainCheckpointer(str(tmp_path), keep=2) as checkpointer:
+        for step in (1, 2, 3):
+            checkpointer.save(step, _state(step), {"step": step, "data_position": step})
+    directory = tmp_path / checkpointing.CHECKPOINT_SUBDIR
+    # What a SIGKILL during a save leaves behind: Orbax's temporary directory, never renamed.
+    torn = directory / "4.orbax-checkpoint-tmp-1234567"
+    (torn / "state").mkdir(parents=True)
+    (torn / "state" / "garbage").write_bytes(b"\0" * 10)
+    with checkpointing.TrainCheckpointer(str(tmp_path), keep=2) as checkpointer:
+        assert checkpointer.all_steps() == [2, 3]
+        assert checkpointer.latest_step() == 3
+        restored = checkpointer.restore_latest(checkpointing.abstract_like(_state(0)))
+    assert restored.meta["data_position"] == 3
+    np.testing.assert_array_equal(
+        np.asarray(restored.state.params["encoder"]["kernel"]), np.full((3, 2), 3.0)
+    )
+    committed = sorted(p for p in os.listdir(directory) if p.isdigit())
+    assert committed == ["2", "3"]
+
+
+def test_empty_directory_restores_nothing(tmp_path):
+    with checkpointing.TrainCheckpointer(str(tmp_path), keep=1) as checkpointer:
+        assert checkpointer.latest_step() is None
+        assert checkpointer.restore_latest(checkpointing.abstract_like(_state(0))) is None
+

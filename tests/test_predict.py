@@ -1,0 +1,204 @@
+"""Tests for damono_jax.predict: files and values end to end, flags and unreadable images."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from damono_jax import export, predict
+from damono_jax.models import DepthNet
+
+INPUT_SIZE = (64, 96)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_depth_net_variables(seed: int = 0) -> dict:
+    """DepthNet variables with random values, built from `eval_shape` (no slow init)."""
+    images = jax.ShapeDtypeStruct((1, *INPUT_SIZE, 3), np.float32)
+    abstract = jax.eval_shape(lambda x: DepthNet().init(jax.random.key(0), x), images)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        if "var" in jax.tree_util.keystr(path):
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("predict") / "export"
+    metadata = {
+        "model": {"upsample_mode": "bilinear"},
+        "input_size": list(INPUT_SIZE),
+        "min_depth": 0.1,
+        "max_depth": 100.0,
+        "units": "metres",
+        "class_names": ["road"],
+        "step": 1,
+        "train_focal_x_normalized": 0.58,
+    }
+    export.save_export(directory, random_depth_net_variables(), metadata)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for name, size in (("a", (70, 100)), ("b", (70, 100)), ("c", (50, 80)), ("d", (64, 96))):
+        pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    (folder / "notes.txt").write_text("not an image, ignored by the folder listing")
+    return folder
+
+
+def expected_depth(model: export.InferenceModel, path: Path) -> np.ndarray:
+    """Independent pipeline: network at input size, torch bilinear resize, inversion."""
+    image = np.asarray(Image.open(path).convert("RGB"))
+    scaled = model.predict_scaled_disparity(model.prepare_image(image)[None])[0]
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(scaled)[None, None], size=image.shape[:2], mode="bilinear",
+        align_corners=False,
+    )[0, 0].numpy()
+    return 1.0 / resized
+
+
+def read_ply(path: Path) -> tuple[str, np.ndarray]:
+    data = path.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    dtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")]
+    return data[:end].decode("ascii"), np.frombuffer(data[end:], dtype=dtype)
+
+
+def test_predict_folder_writes_consistent_files(export_dir, image_folder, tmp_path):
+    jitted = export._jitted_sigmoid_disparity(DepthNet())
+    compiled_before = jitted._cache_size()
+    output = tmp_path / "out"
+    summary = predict.predict_images(
+        export_dir, str(image_folder), output, save=predict.SAVE_FORMATS, batch_size=3,
+        intrinsics=(50.0, 60.0, 40.0, 30.0), progress=False,
+    )
+    assert jitted._cache_size() == compiled_before + 1  # one compilation for 2 batches
+    assert sorted(Path(p).name for p in summary["written"]) == ["a.png", "b.png", "c.png",
+                                                               "d.png"]
+    assert summary["skipped"] == {}
+    model = export.load_export(export_dir)
+    first_batch = []
+    for name in "abcd":
+        source = image_folder / f"{name}.png"
+        height, width = np.asarray(Image.open(source)).shape[:2]
+        depth = np.load(output / f"{name}.npy")
+        assert depth.dtype == np.float32 and depth.shape == (height, width)
+        np.testing.assert_allclose(depth, expected_depth(model, source), rtol=1e-5)
+        png16 = np.asarray(Image.open(output / f"{name}_depth16.png")).astype(np.float64)
+        assert png16.shape == (height, width)
+        np.testing.assert_allclose(png16 / 256.0, np.clip(depth, 0, 65535 / 256), atol=1 / 512)
+        color = np.asarray(Image.open(output / f"{name}_color.png"))
+        assert color.shape == (height, width, 3) and color.dtype == np.uint8
+        header, vertices = read_ply(output / f"{name}.ply")
+        assert f"element vertex {height * width}" in header
+        np.testing.assert_allclose(vertices["z"], depth.ravel(), rtol=1e-6)
+        v, u = 7, 5  # row, column of a pixel
+        index = v * width + u
+        np.testing.assert_allclose(
+            vertices["x"][index], (u - 40.0) * depth[v, u] / 50.0, rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            vertices["y"][index], (v - 30.0) * depth[v, u] / 60.0, rtol=1e-5
+        )
+        if name in "abc":
+            first_batch.append(depth.ravel())
+    record = json.loads((output / "prediction.json").read_text())
+    np.testing.assert_allclose(
+        record["color_range"], np.percentile(np.concatenate(first_batch), [5, 95]), rtol=1e-5
+    )
+    assert not [p for p in output.iterdir() if p.name.startswith(".")]
+
+
+def test_fixed_colour_range_and_focal_scaling(export_dir, image_folder, tmp_path):
+    plain = predict.predict_images(
+        export_dir, [image_folder / "a.png"], tmp_path / "plain", save=("npy", "color"),
+        color_range=(1.0, 20.0), batch_size=1, progress=False,
+    )
+    assert plain["color_range"] == [1.0, 20.0]
+    focal = 2 * 0.58 * 100  # twice the training focal length (fx / W = 0.58) at W = 100
+    scaled = predict.predict_images(
+        export_dir, [image_folder / "a.png"], tmp_path / "focal", save=("npy",), focal=focal,
+        batch_size=1, progress=False,
+    )
+    assert scaled["focal_scale"] == {str(image_folder / "a.png"): pytest.approx(2.0)}
+    np.testing.assert_allclose(
+        np.load(tmp_path / "focal" / "a.npy"), 2 * np.load(tmp_path / "plain" / "a.npy"),
+        rtol=1e-6,
+    )
+
+
+def test_unreadable_image_stops_or_is_skipped(export_dir, image_folder, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG but not really")
+    inputs = [image_folder / "a.png", bad]
+    with pytest.raises(predict.PredictError, match=f"{bad}: cannot read image"):
+        predict.predict_images(export_dir, inputs, tmp_path / "stop", progress=False)
+    summary = predict.predict_images(
+        export_dir, inputs, tmp_path / "skip", save=("npy",), on_error="skip", batch_size=1,
+        progress=False,
+    )
+    assert list(summary["skipped"]) == [str(bad)]
+    assert sorted(p.name for p in (tmp_path / "skip").iterdir()) == ["a.npy", "prediction.json"]
+
+
+def test_bad_arguments_are_rejected(export_dir, image_folder, tmp_path):
+    cases = [
+        ({"save": ("jpg",)}, "--save: expected a non-empty subset"),
+        ({"on_error": "ignore"}, "--on_error: expected 'stop' or 'skip'"),
+        ({"color_range": (5.0, 1.0)}, "--color_range: need 0 < near < far"),
+        ({"batch_size": 0}, "--batch_size: must be >= 1"),
+        ({"focal": -1.0}, "--focal: must be > 0"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(predict.PredictError, match=message):
+            predict.predict_images(export_dir, str(image_folder), tmp_path, **kwargs)
+    with pytest.raises(predict.PredictError, match="the glob matches no files"):
+        predict.predict_images(export_dir, str(tmp_path / "*.jpg"), tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(other / "a.jpg")
+    with pytest.raises(predict.PredictError, match="same output name 'a'"):
+        predict.predict_images(export_dir, [image_folder / "a.png", other / "a.jpg"], tmp_path)
+    with pytest.raises(predict.PredictError, match="expected 4 comma-separated"):
+        predict.parse_floats("1,2,3", 4, "intrinsics")
+    with pytest.raises(export.ExportError, match="export directory does not exist"):
+        predict.predict_images(tmp_path / "missing", str(image_folder), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
+
+
+def test_command_line(export_dir, image_folder, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
+    base = [sys.executable, "-m", "damono_jax.predict", f"--export={export_dir}",
+            f"--output={tmp_path / 'cli'}"]
+    ok = subprocess.run(
+        [*base, f"--input={image_folder / 'c.png'}", "--save=npy,png16",
+         "--color_range=1,30"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "wrote 1 predictions" in ok.stdout
+    assert np.load(tmp_path / "cli" / "c.npy").shape == (50, 80)
+    bad = subprocess.run(
+        [*base, f"--input={image_folder}", "--intrinsics=1,2"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
+    )
+    assert bad.returncode == 2
+    assert "--intrinsics=1,2: expected 4 comma-separated" in bad.stderr

@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from data_prep import kitti
 from data_prep.build import build_dataset
@@ -25,6 +26,7 @@ from data_prep.fixtures import (
 )
 from data_prep.kitti_eigen.kitti_eigen_dataset_builder import (
     CUSTOM_SPLITS_DIR,
+    _rgb8_png_bytes,
     parse_split_file,
     standard_frames,
 )
@@ -358,6 +360,31 @@ def test_standard_config_uses_packaged_lists(tmp_path):
         reference = expected.annotated_depth if split == "eigen_benchmark" else (
             expected.expected_depth)
         np.testing.assert_array_equal(example["depth"], reference)
+
+
+def test_standard_config_without_annotated_depth_has_no_eigen_benchmark(tmp_path):
+    lines = [f"{frame.folder} {frame.index} {frame.side}" for frame in
+             (standard_frames(split, ("r",))[0] for split in ("train", "val"))]
+    lines.append(f"{standard_frames('test')[0].folder} {standard_frames('test')[0].index} l")
+    kitti_fixture.write_kitti_raw(tmp_path / "raw", lines)
+    summary = build_dataset("kitti_eigen/stereo", tmp_path / "out", manual_dir=tmp_path / "raw",
+                            max_examples_per_split=1)
+    assert sorted(summary.splits) == ["test", "train", "val"]
+    builder = tfds.builder("kitti_eigen/stereo", data_dir=tmp_path / "out")
+    (example,) = tfds.as_numpy(builder.as_dataset(split="train"))
+    assert example["name"].decode() == standard_frames("train")[0].name  # an "r" line
+    assert example["name"].decode().endswith(" r")
+
+
+def test_only_8_bit_rgb_pngs_are_stored_as_they_are(tmp_path):
+    image = random_rgb(1, 6, 10)
+    write_rgb_png(tmp_path / "rgb.png", image)
+    assert _rgb8_png_bytes(str(tmp_path / "rgb.png")) == (tmp_path / "rgb.png").read_bytes()
+    Image.fromarray(np.dstack([image, image[..., :1]])).save(tmp_path / "rgba.png")
+    Image.fromarray(image).save(tmp_path / "rgb.jpg")
+    write_gray_png(tmp_path / "gray.png", image[..., 0])
+    for name in ("rgba.png", "rgb.jpg", "gray.png"):
+        assert _rgb8_png_bytes(str(tmp_path / name)) is None
 
 
 # ----------------------------------------------------------- builder bad inputs (+ cleanup)

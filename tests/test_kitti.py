@@ -419,7 +419,8 @@ def _bad_case(root, case):
                 r"expected it to contain: image_02/data/, image_03/data/, velodyne_points/data/")
     if case == "date_folder_absent":
         shutil.rmtree(raw / "2011_09_28")
-        return (rf"{raw / '2011_09_28'}: date folder not found; expected it to contain: "
+        return (rf"{raw / '2011_09_28'}: date folder not found \(listed at "
+                r".*train_files.txt:3\); expected it to contain: "
                 r"calib_cam_to_cam.txt, calib_velo_to_cam.txt, <date>_drive_NNNN_sync/")
     if case == "no_date_folders":
         shutil.rmtree(raw / "2011_09_26")

@@ -236,13 +236,14 @@ class _CalibrationCache:
         self.root = root
         self._by_date: dict[str, _DateCalibration] = {}
 
-    def get(self, date: str) -> _DateCalibration:
+    def get(self, date: str, source: str) -> _DateCalibration:
+        """The calibration of `date`; `source` (split file:line) goes into errors."""
         if date not in self._by_date:
             date_dir = os.path.join(self.root, date)
             if not os.path.isdir(date_dir):
                 raise DataError(
-                    date_dir, "date folder not found; expected it to contain: "
-                    + ", ".join(_DATE_LAYOUT),
+                    date_dir, f"date folder not found (listed at {source}); expected it to "
+                    "contain: " + ", ".join(_DATE_LAYOUT),
                 )
             self._by_date[date] = _DateCalibration(
                 shape=kitti.image_shape(date_dir),
@@ -270,7 +271,7 @@ def frame_paths(root: str | os.PathLike, frame: Frame) -> dict[str, str]:
 def _make_example(
     root: str, frame: Frame, split: str, calibrations: _CalibrationCache
 ) -> dict:
-    calibration = calibrations.get(frame.date)
+    calibration = calibrations.get(frame.date, frame.source)
     paths = frame_paths(root, frame)
     if not os.path.isdir(paths["drive"]):
         raise DataError(

@@ -1,0 +1,282 @@
+"""DA-Monodepth (paper §3, Fig. 3) and its inference-only part `DepthNet`.
+
+Parameter tree (`variables["params"]`): `encoder` (ResNet-18), `shared_block` (decoder block
+i = 4, used by both decoders), `depth_decoder`, `semantic_decoder`, `domain_classifier`.
+Batch statistics exist only under `encoder`. `DepthNet` uses the same names for the three
+parts it has, so `depth_net_variables(variables)` is all an export needs.
+
+One encoder pass over both domains: when the domain classifier is on, the encoder runs ONCE
+on the concatenation [source; target]. Its BatchNorm statistics (in training) are therefore
+taken over both domains, which is also what the running averages used at inference on the
+target domain describe. The decoders see the source half only (only the source has labels);
+the gradient reversal layer and the domain classifier see both bottlenecks.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from damono_jax.models.decoders import (
+    UPSAMPLE_MODES,
+    DepthDecoder,
+    SemanticDecoder,
+    SharedBlock,
+)
+from damono_jax.models.discriminator import PatchDiscriminator
+from damono_jax.models.grl import gradient_reversal
+from damono_jax.models.resnet import ResNet18Encoder
+
+VARIANTS = ("baseline", "seg", "full")
+SHARED_BLOCK_GRAD_MODES = ("mean", "sum")
+DEPTH_NET_PARTS = ("encoder", "shared_block", "depth_decoder")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Encoder stride: image sides must be multiples of this so every decoder skip lines up.
+INPUT_SIZE_MULTIPLE = 32
+
+
+def _check_images(images: jax.Array, argument: str) -> None:
+    """Raises ValueError unless `images` is (B, H, W, 3) with H, W multiples of 32."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{argument}: expected NHWC RGB images (B, H, W, 3), got {images.shape}")
+    height, width = images.shape[1:3]
+    if height % INPUT_SIZE_MULTIPLE or width % INPUT_SIZE_MULTIPLE or height == 0 or width == 0:
+        raise ValueError(
+            f"{argument}: image size {height}x{width} is not a positive multiple of "
+            f"{INPUT_SIZE_MULTIPLE} in both sides"
+        )
+
+
+def _resolve_dtype(dtype: Any, key: str = "config.dtype") -> jnp.dtype:
+    """Accepts "float32" / "bfloat16" or a jnp dtype; raises ValueError naming `key`."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"{key}: {dtype!r} is not one of {tuple(_DTYPES)}")
+        return _DTYPES[dtype]
+    if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+        raise ValueError(f"{key}: {dtype!r} is not float32 or bfloat16")
+    return dtype
+
+
+def _model_config_value(model_config: Any, key: str) -> Any:
+    if key not in model_config:
+        raise KeyError(f"config.model.{key} is missing")
+    return model_config[key]
+
+
+def _check_upsample_mode(mode: Any) -> str:
+    if mode not in UPSAMPLE_MODES:
+        raise ValueError(f"config.model.upsample_mode: {mode!r} is not one of {UPSAMPLE_MODES}")
+    return mode
+
+
+class DAMonodepth(nn.Module):
+    """Encoder, shared decoder block, depth decoder, semantic decoder and domain classifier.
+
+    Attributes:
+      num_classes: K, the number of semantic classes (19 Cityscapes train ids).
+      upsample_mode: "bilinear" (paper) or "nearest" (Monodepth2).
+      use_semantic: build the semantic decoder (variants "seg" and "full").
+      use_domain_classifier: build the GRL + PatchGAN domain classifier (variant "full").
+      discriminator_features: widths of the classifier's stride-2 conv layers.
+      dtype: compute dtype (float32 or bfloat16); parameters are always float32, and the
+        disparities and logits are returned in float32.
+    """
+
+    num_classes: int = 19
+    upsample_mode: str = "bilinear"
+    use_semantic: bool = True
+    use_domain_classifier: bool = True
+    discriminator_features: Sequence[int] = (256, 128)
+    dtype: Any = jnp.float32
+
+    @classmethod
+    def from_config(
+        cls, model_config: Any, variant: str, dtype: Any = "float32"
+    ) -> "DAMonodepth":
+        """Builds the model of one ablation row from `config.model`.
+
+        Args:
+          model_config: `config.model` (num_classes, upsample_mode, discriminator_features).
+          variant: "baseline" (depth only), "seg" (+ semantic decoder) or "full"
+            (+ semantic decoder, GRL and domain classifier); usually `config.variant`.
+          dtype: compute dtype, "float32" / "bfloat16" (usually `config.dtype`) or a jnp dtype.
+        """
+        if variant not in VARIANTS:
+            raise ValueError(f"config.variant: {variant!r} is not one of {VARIANTS}")
+        num_classes = _model_config_value(model_config, "num_classes")
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"config.model.num_classes: {num_classes!r} is not a positive int")
+        features = tuple(_model_config_value(model_config, "discriminator_features"))
+        if not features or any(
+            not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in features
+        ):
+            raise ValueError(
+                f"config.model.discriminator_features: {features!r} is not a non-empty "
+                "sequence of positive ints"
+            )
+        return cls(
+            num_classes=num_classes,
+            upsample_mode=_check_upsample_mode(_model_config_value(model_config, "upsample_mode")),
+            use_semantic=variant in ("seg", "full"),
+            use_domain_classifier=variant == "full",
+            discriminator_features=features,
+            dtype=_resolve_dtype(dtype),
+        )
+
+    @nn.compact
+    def __call__(
+        self,
+        source_images: jax.Array,
+        target_images: jax.Array | None = None,
+        *,
+        grl_scale: jax.Array | float = 1.0,
+        train: bool = False,
+    ) -> dict[str, Any]:
+        """Runs the network.
+
+        Args:
+          source_images: (B_s, H, W, 3) float32 RGB in [0, 1]; H, W multiples of 32.
+          target_images: (B_t, H, W, 3) target-domain images, required iff
+            `use_domain_classifier` (pass None otherwise).
+          grl_scale: gradient reversal scale (a traced scalar: changing it never recompiles).
+          train: BatchNorm uses batch statistics and updates `batch_stats` (pass
+            `mutable=["batch_stats"]` to `apply`).
+
+        Returns:
+          dict with "disp": 4 arrays (B_s, H/2**s, W/2**s, 1), s = 0..3, sigmoid disparity;
+          "seg_logits": 4 arrays (B_s, H/2**s, W/2**s, K) or None; "domain_logits":
+          {"source": (B_s, h, w, 1), "target": (B_t, h, w, 1)} patch logits or None. All
+          float32.
+        """
+        _check_images(source_images, "source_images")
+        if self.use_domain_classifier:
+            if target_images is None:
+                raise ValueError(
+                    "target_images is None but use_domain_classifier is True (variant 'full')"
+                )
+            _check_images(target_images, "target_images")
+            if target_images.shape[1:] != source_images.shape[1:]:
+                raise ValueError(
+                    f"target_images {target_images.shape} and source_images "
+                    f"{source_images.shape} differ in H, W or C"
+                )
+            images = jnp.concatenate([source_images, target_images], axis=0)
+        else:
+            if target_images is not None:
+                raise ValueError(
+                    "target_images given but use_domain_classifier is False; pass None"
+                )
+            images = source_images
+
+        num_source = source_images.shape[0]
+        features = ResNet18Encoder(dtype=self.dtype, name="encoder")(images, train=train)
+        source_features = [f[:num_source] for f in features]
+
+        x = SharedBlock(
+            upsample_mode=self.upsample_mode, dtype=self.dtype, name="shared_block"
+        )(source_features[4], source_features[3])
+        disp = DepthDecoder(
+            upsample_mode=self.upsample_mode, dtype=self.dtype, name="depth_decoder"
+        )(x, source_features)
+
+        seg_logits = None
+        if self.use_semantic:
+            seg_logits = SemanticDecoder(
+                num_output_channels=self.num_classes,
+                upsample_mode=self.upsample_mode,
+                dtype=self.dtype,
+                name="semantic_decoder",
+            )(x, source_features)
+
+        domain_logits = None
+        if self.use_domain_classifier:
+            reversed_bottleneck = gradient_reversal(features[4], grl_scale)
+            logits = PatchDiscriminator(
+                features=tuple(self.discriminator_features),
+                dtype=self.dtype,
+                name="domain_classifier",
+            )(reversed_bottleneck)
+            domain_logits = {"source": logits[:num_source], "target": logits[num_source:]}
+
+        return {"disp": disp, "seg_logits": seg_logits, "domain_logits": domain_logits}
+
+
+class DepthNet(nn.Module):
+    """Inference network: encoder + shared block + depth decoder (no semantic, no classifier).
+
+    Its parameter subtrees carry the same names as in `DAMonodepth`, so
+    `depth_net_variables(da_variables)` can be applied directly.
+    `__call__(images, train=False)` returns the 4 sigmoid disparities, scale 0 first,
+    (B, H/2**s, W/2**s, 1) float32.
+    """
+
+    upsample_mode: str = "bilinear"
+    dtype: Any = jnp.float32
+
+    @classmethod
+    def from_config(cls, model_config: Any, dtype: Any = "float32") -> "DepthNet":
+        """Builds the inference network from `config.model` (upsample_mode) and a dtype."""
+        return cls(
+            upsample_mode=_check_upsample_mode(_model_config_value(model_config, "upsample_mode")),
+            dtype=_resolve_dtype(dtype),
+        )
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False) -> list[jax.Array]:
+        _check_images(images, "images")
+        features = ResNet18Encoder(dtype=self.dtype, name="encoder")(images, train=train)
+        x = SharedBlock(upsample_mode=self.upsample_mode, dtype=self.dtype, name="shared_block")(
+            features[4], features[3]
+        )
+        return DepthDecoder(
+            upsample_mode=self.upsample_mode, dtype=self.dtype, name="depth_decoder"
+        )(x, features)
+
+
+def depth_net_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """Selects DepthNet's variables (encoder, shared block, depth decoder, encoder BN stats)."""
+    if "params" not in variables or "batch_stats" not in variables:
+        raise KeyError(
+            f"variables must have 'params' and 'batch_stats', got {sorted(variables)}"
+        )
+    params = variables["params"]
+    missing = [part for part in DEPTH_NET_PARTS if part not in params]
+    if missing or "encoder" not in variables["batch_stats"]:
+        raise KeyError(
+            f"variables lack DepthNet parts {missing or ['batch_stats/encoder']}; "
+            f"params has {sorted(params)}"
+        )
+    return {
+        "params": {part: params[part] for part in DEPTH_NET_PARTS},
+        "batch_stats": {"encoder": variables["batch_stats"]["encoder"]},
+    }
+
+
+def combine_shared_block_grads(grads: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """Applies `config.model.shared_block_grad` to a parameter-gradient tree.
+
+    The shared block's gradient is already the SUM of the depth and semantic branches'
+    gradients (one copy of the parameters, used twice). "mean" halves it (the paper's
+    "average the summed gradient of two branches", §4.1); "sum" returns `grads` unchanged.
+    Call it only when the semantic decoder is on.
+
+    Args:
+      grads: gradients w.r.t. `variables["params"]` (top-level key "shared_block").
+      mode: "mean" or "sum".
+    """
+    if mode not in SHARED_BLOCK_GRAD_MODES:
+        raise ValueError(
+            f"config.model.shared_block_grad: {mode!r} is not one of {SHARED_BLOCK_GRAD_MODES}"
+        )
+    if "shared_block" not in grads:
+        raise KeyError(
+            f"combine_shared_block_grads: no 'shared_block' in the gradient tree (keys "
+            f"{sorted(grads)}); pass the gradients of variables['params']"
+        )
+    if mode == "sum":
+        return dict(grads)
+    halved = jax.tree.map(lambda g: g * jnp.asarray(0.5, g.dtype), grads["shared_block"])
+    return {**grads, "shared_block": halved}

@@ -294,3 +294,13 @@ def test_colour_jitter_is_seeded_and_bounded():
     assert not np.allclose(first, image.numpy())
     other = input_pipeline.color_jitter(image, tf.constant([3, 5], tf.int64)).numpy()
     assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("size", [(192, 640), (48, 160), (96, 160)])
+def test_resize_image_is_antialiased_bilinear(size):
+    image = np.random.default_rng(2).integers(0, 256, (96, 320, 3)).astype(np.uint8)
+    reference = tf.image.resize(image.astype(np.float32) / 255.0, size, method="bilinear",
+                                antialias=True).numpy()
+    resized = input_pipeline.resize_image(tf.constant(image), size).numpy()
+    assert resized.shape == (*size, 3) and resized.dtype == np.float32
+    np.testing.assert_allclose(resized, np.clip(reference, 0.0, 1.0), atol=1e-6)

@@ -177,6 +177,142 @@ def _as_2d_array(value: Any, name: str, index: int) -> np.ndarray:
     return array
 
 
+def _score_image(
+    gt: np.ndarray,
+    pred_depth: np.ndarray,
+    *,
+    index: int,
+    cap: int | None,
+    crop: str,
+    scaling: str | float,
+) -> tuple[dict[str, float], float | None]:
+    """Metrics of one image (GT and depth at the same size) and its median ratio (or None)."""
+    mask = evaluation_mask(gt, cap=cap, crop=crop)
+    if not mask.any():
+        raise ValueError(
+            f"gt_depths[{index}]: no valid ground-truth pixels under cap={cap}, crop={crop}"
+        )
+    gt_valid = gt[mask].astype(np.float64)
+    pred_valid = pred_depth[mask]
+    ratio = None
+    if scaling == "median":
+        ratio = float(np.median(gt_valid) / np.median(pred_valid))
+        pred_valid = pred_valid * ratio
+    elif scaling != "none":
+        pred_valid = pred_valid * float(scaling)
+    clamp_min, clamp_max = clamp_range(cap)
+    pred_valid = np.clip(pred_valid, clamp_min, clamp_max)
+    return compute_errors(gt_valid, pred_valid), ratio
+
+
+def _summarize(
+    per_image: list[dict[str, float]],
+    ratios: list[float],
+    *,
+    cap: int | None,
+    crop: str,
+    scaling: str | float,
+    gt_source: str,
+) -> dict[str, Any]:
+    if not per_image:
+        raise ValueError("evaluate: no images to evaluate")
+    results: dict[str, Any] = {
+        name: float(np.mean([errors[name] for errors in per_image])) for name in METRIC_NAMES
+    }
+    results["num_images"] = len(per_image)
+    if ratios:
+        ratio_array = np.asarray(ratios)
+        median_ratio = float(np.median(ratio_array))
+        results["ratio_median"] = median_ratio
+        results["ratio_std"] = float(np.std(ratio_array / median_ratio))
+    else:
+        results["ratio_median"] = None
+        results["ratio_std"] = None
+    results["per_image"] = list(per_image)
+    clamp_min, clamp_max = clamp_range(cap)
+    results["protocol"] = {
+        "cap": cap,
+        "min_depth": None if cap is None else CAP_RANGES[cap][0],
+        "max_depth": None if cap is None else CAP_RANGES[cap][1],
+        "clamp": [clamp_min, clamp_max],
+        "crop": crop,
+        "scaling": scaling,
+        "gt_source": gt_source,
+        "num_images": len(per_image),
+    }
+    results["fingerprint"] = protocol_fingerprint(
+        cap=cap, crop=crop, scaling=scaling, gt_source=gt_source, num_images=len(per_image)
+    )
+    return results
+
+
+class Evaluator:
+    """Streaming evaluation under one or more caps (resizes each prediction once).
+
+    `add(gt, pred_disp)` per image, then `results()` -> `{cap: evaluate-style dict}`. Memory
+    holds only per-image metrics, so a whole split never has to be kept in memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        caps: Sequence[int | None] = (80, 50),
+        crop: str = "garg",
+        scaling: str | float = "median",
+        gt_source: str = "unspecified",
+    ):
+        if not caps or len(set(caps)) != len(caps):
+            raise ValueError(f"caps: expected distinct caps, got {tuple(caps)!r}")
+        for cap in caps:
+            _check_cap(cap)
+        _check_crop(crop)
+        _check_scaling(scaling)
+        self.caps = tuple(caps)
+        self.crop = crop
+        self.scaling = scaling
+        self.gt_source = gt_source
+        self.names: list[str] = []
+        self._per_image: dict[int | None, list[dict[str, float]]] = {c: [] for c in self.caps}
+        self._ratios: dict[int | None, list[float]] = {c: [] for c in self.caps}
+
+    def add(self, gt_depth: np.ndarray, pred_disp: np.ndarray, name: str | None = None) -> None:
+        """Scores one image: GT depth (metres, 0 invalid) and predicted scaled disparity."""
+        index = len(self.names)
+        gt = _as_2d_array(gt_depth, "gt_depths", index)
+        disp = _as_2d_array(pred_disp, "pred_disps", index)
+        if not np.all(np.isfinite(disp)) or not np.all(disp > 0):
+            raise ValueError(
+                f"pred_disps[{index}]: disparities must be finite and > 0 (scaled disparity "
+                "1/depth, not a raw network output that can be 0)"
+            )
+        pred_depth = 1.0 / resize_bilinear(disp, *gt.shape).astype(np.float64)
+        scored = {
+            cap: _score_image(
+                gt, pred_depth, index=index, cap=cap, crop=self.crop, scaling=self.scaling
+            )
+            for cap in self.caps
+        }
+        for cap, (errors, ratio) in scored.items():
+            self._per_image[cap].append(errors)
+            if ratio is not None:
+                self._ratios[cap].append(ratio)
+        self.names.append(str(index) if name is None else name)
+
+    def results(self) -> dict[int | None, dict[str, Any]]:
+        """`{cap: results}` with the same keys as `evaluate` returns."""
+        return {
+            cap: _summarize(
+                self._per_image[cap],
+                self._ratios[cap],
+                cap=cap,
+                crop=self.crop,
+                scaling=self.scaling,
+                gt_source=self.gt_source,
+            )
+            for cap in self.caps
+        }
+
+
 def evaluate(
     gt_depths: Sequence[np.ndarray] | np.ndarray,
     pred_disps: Sequence[np.ndarray] | np.ndarray,
@@ -205,71 +341,14 @@ def evaluate(
       "median"), `per_image` (list of metric dicts), `protocol` (the choices) and
       `fingerprint` (one line).
     """
-    _check_cap(cap)
-    _check_crop(crop)
-    _check_scaling(scaling)
+    evaluator = Evaluator(caps=(cap,), crop=crop, scaling=scaling, gt_source=gt_source)
     if len(gt_depths) != len(pred_disps):
         raise ValueError(
             f"evaluate: {len(gt_depths)} GT maps but {len(pred_disps)} predicted disparities"
         )
-    if len(gt_depths) == 0:
-        raise ValueError("evaluate: no images to evaluate")
-    clamp_min, clamp_max = clamp_range(cap)
-    per_image: list[dict[str, float]] = []
-    ratios: list[float] = []
-    for index, (gt_value, disp_value) in enumerate(zip(gt_depths, pred_disps, strict=True)):
-        gt = _as_2d_array(gt_value, "gt_depths", index)
-        disp = _as_2d_array(disp_value, "pred_disps", index)
-        if not np.all(np.isfinite(disp)) or not np.all(disp > 0):
-            raise ValueError(
-                f"pred_disps[{index}]: disparities must be finite and > 0 (scaled disparity "
-                "1/depth, not a raw network output that can be 0)"
-            )
-        disp = resize_bilinear(disp, *gt.shape)
-        pred_depth = 1.0 / disp.astype(np.float64)
-        mask = evaluation_mask(gt, cap=cap, crop=crop)
-        if not mask.any():
-            raise ValueError(
-                f"gt_depths[{index}]: no valid ground-truth pixels under cap={cap}, crop={crop}"
-            )
-        gt_valid = gt[mask].astype(np.float64)
-        pred_valid = pred_depth[mask]
-        if scaling == "median":
-            ratio = float(np.median(gt_valid) / np.median(pred_valid))
-            ratios.append(ratio)
-            pred_valid = pred_valid * ratio
-        elif scaling != "none":
-            pred_valid = pred_valid * float(scaling)
-        pred_valid = np.clip(pred_valid, clamp_min, clamp_max)
-        per_image.append(compute_errors(gt_valid, pred_valid))
-
-    results: dict[str, Any] = {
-        name: float(np.mean([errors[name] for errors in per_image])) for name in METRIC_NAMES
-    }
-    results["num_images"] = len(per_image)
-    if ratios:
-        ratio_array = np.asarray(ratios)
-        median_ratio = float(np.median(ratio_array))
-        results["ratio_median"] = median_ratio
-        results["ratio_std"] = float(np.std(ratio_array / median_ratio))
-    else:
-        results["ratio_median"] = None
-        results["ratio_std"] = None
-    results["per_image"] = per_image
-    results["protocol"] = {
-        "cap": cap,
-        "min_depth": None if cap is None else CAP_RANGES[cap][0],
-        "max_depth": None if cap is None else CAP_RANGES[cap][1],
-        "clamp": [clamp_min, clamp_max],
-        "crop": crop,
-        "scaling": scaling,
-        "gt_source": gt_source,
-        "num_images": len(per_image),
-    }
-    results["fingerprint"] = protocol_fingerprint(
-        cap=cap, crop=crop, scaling=scaling, gt_source=gt_source, num_images=len(per_image)
-    )
-    return results
+    for gt, disp in zip(gt_depths, pred_disps, strict=True):
+        evaluator.add(gt, disp)
+    return evaluator.results()[cap]
 
 
 def _cap_title(cap: int | None) -> str:

@@ -234,3 +234,19 @@ def test_bad_inputs_name_the_image():
         evaluation.evaluate([], [])
     with pytest.raises(ValueError, match="gt and pred must be > 0"):
         evaluation.compute_errors(np.array([1.0, 0.0]), np.array([1.0, 1.0]))
+
+
+def test_streaming_evaluator_matches_evaluate_for_every_cap():
+    rng = np.random.default_rng(6)
+    gts = [random_gt(rng, 60, 200), random_gt(rng, 50, 150)]
+    disps = [rng.uniform(0.02, 0.5, size=(32, 96)).astype(np.float32) for _ in gts]
+    evaluator = evaluation.Evaluator(caps=(80, 50, None), crop="garg", gt_source="fixture")
+    for index, (gt, disp) in enumerate(zip(gts, disps, strict=True)):
+        evaluator.add(gt, disp, name=f"frame{index}")
+    assert evaluator.names == ["frame0", "frame1"]
+    streamed = evaluator.results()
+    for cap in (80, 50, None):
+        expected = evaluation.evaluate(gts, disps, cap=cap, crop="garg", gt_source="fixture")
+        assert streamed[cap] == expected
+    with pytest.raises(ValueError, match="expected distinct caps"):
+        evaluation.Evaluator(caps=(80, 80))

@@ -178,3 +178,11 @@ def test_prepare_image_resizes_uint8_to_the_input_size():
     np.testing.assert_allclose(prepared, 1.0, atol=1e-6)
     with pytest.raises(ValueError, match="expected uint8 RGB"):
         export.prepare_image(image.astype(np.float32), INPUT_SIZE)
+
+
+def test_prepare_image_matches_the_eval_input_pipeline():
+    from damono_jax import input_pipeline
+
+    image = np.random.default_rng(2).integers(0, 256, size=(75, 250, 3), dtype=np.uint8)
+    expected = input_pipeline.resize_image(image, INPUT_SIZE).numpy()
+    np.testing.assert_allclose(export.prepare_image(image, INPUT_SIZE), expected, atol=1e-4)

@@ -1,0 +1,279 @@
+r"""Evaluate an exported model on a TFDS split with the paper's protocol.
+
+```
+python -m damono_jax.evaluate --export=WORKDIR/export --data_dir=TFDS_DIR \
+    [--split=test|eigen_benchmark] [--dataset=kitti_eigen|synthetic_driving/target] \
+    [--output=DIR] [--caps=80,50] [--crop=garg|none] [--scaling=median|none|FACTOR] \
+    [--max_examples=N] [--batch_size=8]
+```
+
+Default protocol: on `test` (the 697 Eigen frames, LiDAR GT as Monodepth2's
+export_gt_depth.py) both caps of the paper's Table 1 (80 m: `1e-3 < gt < 80`; 50 m:
+`1 < gt < 50`) with the Garg crop and per-image median scaling. On `eigen_benchmark`
+(652 frames, annotated GT) Monodepth2's protocol: `gt > 0`, no crop, no cap (predictions
+clamped to [1e-3, 80] m). Pass `--caps`/`--crop` to override; the fingerprint line printed
+under each row says exactly what was used. Writes `results.json` and `results.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from damono_jax import evaluation, export
+
+# Split -> (caps, crop) used when the caller does not choose.
+BENCHMARK_SPLITS = ("eigen_benchmark",)
+DEFAULT_CAPS = (80, 50)
+DEFAULT_CROP = "garg"
+
+
+def default_protocol(split: str) -> tuple[tuple[int | None, ...], str]:
+    """`(caps, crop)` for a split: Monodepth2's `gt > 0`/no crop for eigen_benchmark."""
+    if split in BENCHMARK_SPLITS:
+        return (None,), "none"
+    return DEFAULT_CAPS, DEFAULT_CROP
+
+
+def gt_description(dataset: str, split: str) -> str:
+    """A short description of the ground truth for the protocol fingerprint."""
+    name = dataset.split("/")[0]
+    if name == "kitti_eigen" and split == "eigen_benchmark":
+        return f"{dataset}/{split} (KITTI annotated depth png/256)"
+    if name == "kitti_eigen":
+        return f"{dataset}/{split} (LiDAR, Monodepth2 export_gt_depth, vel_depth=True)"
+    return f"{dataset}/{split}"
+
+
+def _eval_config(data_dir: str, dataset: str, split: str, input_size: Sequence[int]) -> Any:
+    """The minimal config `input_pipeline.create_eval_dataset` reads."""
+    config = ml_collections.ConfigDict()
+    config.data = ml_collections.ConfigDict()
+    config.data.data_dir = os.fspath(data_dir)
+    config.data.eval = dataset
+    config.data.eval_split = split
+    config.data.image_size = tuple(int(side) for side in input_size)
+    return config
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _cap_key(cap: int | None) -> str:
+    return "none" if cap is None else str(cap)
+
+
+def method_name(metadata: dict[str, Any]) -> str:
+    """Row title of the table, e.g. `DA-Monodepth full @ 37700`."""
+    variant = metadata.get("variant", "model")
+    return f"DA-Monodepth {variant} @ {metadata['step']}"
+
+
+def evaluate_export(
+    export_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    split: str = "test",
+    dataset: str = "kitti_eigen",
+    max_examples: int | None = None,
+    caps: Sequence[int | None] | None = None,
+    crop: str | None = None,
+    scaling: str | float = "median",
+    *,
+    output_dir: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    print_table: bool = True,
+) -> dict[str, Any]:
+    """Runs an exported model on `dataset`/`split` and scores it under every cap.
+
+    Args:
+      export_dir: an export written by `damono_jax.export.save_export`.
+      data_dir: the TFDS data_dir the dataset was built into.
+      split: "test" (697 Eigen frames), "eigen_benchmark" (652), "val", ...
+      dataset: TFDS name, e.g. "kitti_eigen" or "synthetic_driving/target".
+      max_examples: evaluate only the first N examples (None = all).
+      caps: caps to report; None = the split's default (`default_protocol`).
+      crop: "garg" or "none"; None = the split's default.
+      scaling: "median", "none" or a fixed factor.
+      output_dir: where results.json / results.csv go; None = `export_dir/eval_<dataset>_<split>`.
+      batch_size: images per network call (the last batch is padded: one compilation).
+      progress: show a progress bar.
+      print_table: print the Table 1 layout to stdout.
+
+    Returns:
+      `{"results": {cap_key: evaluation dict without per_image}, "table": str,
+      "output_dir": str, ...}`; cap keys are "80", "50" or "none".
+    """
+    from damono_jax import input_pipeline  # TF and TFDS: imported only when evaluating
+
+    default_caps, default_crop = default_protocol(split)
+    caps = tuple(default_caps if caps is None else caps)
+    crop = default_crop if crop is None else crop
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    model = export.load_export(export_dir)
+    config = _eval_config(os.fspath(data_dir), dataset, split, model.input_size)
+    gt_source = gt_description(dataset, split)
+    evaluator = evaluation.Evaluator(caps=caps, crop=crop, scaling=scaling, gt_source=gt_source)
+    builder = input_pipeline.load_builder(config, "eval")
+    if split not in builder.info.splits:
+        raise ValueError(
+            f"--split={split}: dataset {dataset!r} has no such split; it has "
+            f"{sorted(builder.info.splits.keys())}"
+        )
+    total = builder.info.splits[split].num_examples
+    if max_examples is not None and max_examples > 0:
+        total = min(total, max_examples)
+    examples = input_pipeline.create_eval_dataset(config, split, max_examples)
+
+    bar = tqdm(total=total, desc=f"eval {dataset}/{split}", unit="img", disable=not progress)
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        images = np.zeros((batch_size, *model.input_size, 3), np.float32)
+        for index, example in enumerate(pending):
+            images[index] = example["image"]
+        scaled_disparity = model.predict_scaled_disparity(images)
+        for index, example in enumerate(pending):
+            evaluator.add(example["depth"], scaled_disparity[index], example.get("name"))
+        bar.update(len(pending))
+        pending.clear()
+
+    for example in examples:
+        pending.append(example)
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    bar.close()
+
+    results = evaluator.results()
+    table = evaluation.format_table(results, method_name(model.metadata))
+    if print_table:
+        print(table)
+    output_dir = Path(
+        output_dir
+        if output_dir is not None
+        else Path(export_dir) / f"eval_{dataset.replace('/', '_')}_{split}"
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "export": str(Path(export_dir).absolute()),
+        "step": model.metadata["step"],
+        "dataset": dataset,
+        "split": split,
+        "num_images": len(evaluator.names),
+        "results": {
+            _cap_key(cap): {k: v for k, v in value.items() if k != "per_image"}
+            for cap, value in results.items()
+        },
+        "per_image": [
+            {"name": name, **{f"cap_{_cap_key(cap)}": results[cap]["per_image"][i]
+                              for cap in results}}
+            for i, name in enumerate(evaluator.names)
+        ],
+    }
+    _atomic_write_text(output_dir / "results.json", json.dumps(record, indent=2) + "\n")
+    rows = evaluation.results_csv_rows(results)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write_text(output_dir / "results.csv", buffer.getvalue())
+    return {**record, "table": table, "output_dir": str(output_dir)}
+
+
+def parse_caps(text: str) -> tuple[int | None, ...]:
+    """`"80,50"` -> (80, 50); `"none"` -> (None,). Errors name the flag."""
+    caps: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part == "none":
+            caps.append(None)
+        elif part in ("50", "80"):
+            caps.append(int(part))
+        else:
+            raise ValueError(f"--caps={text}: each cap must be 50, 80 or none, got {part!r}")
+    return tuple(caps)
+
+
+def parse_scaling(text: str) -> str | float:
+    """`"median"`, `"none"` or a positive number."""
+    if text in ("median", "none"):
+        return text
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise ValueError(
+            f"--scaling={text}: expected median, none or a positive number"
+        ) from error
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"--scaling={text}: a fixed factor must be finite and > 0")
+    return value
+
+
+def main(argv: Sequence[str]) -> None:
+    """absl entry point: reads the flags and calls `evaluate_export`."""
+    del argv
+    from absl import flags
+
+    values = flags.FLAGS
+    try:
+        result = evaluate_export(
+            values.export,
+            values.data_dir,
+            split=values.split,
+            dataset=values.dataset,
+            max_examples=values.max_examples,
+            caps=parse_caps(values.caps) if values.caps else None,
+            crop=values.crop,
+            scaling=parse_scaling(values.scaling),
+            output_dir=values.output,
+            batch_size=values.batch_size,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {result['output_dir']}/results.json and results.csv")
+
+
+def define_flags() -> None:
+    """Defines this CLI's absl flags (idempotent)."""
+    from absl import flags
+
+    if "export" in flags.FLAGS:
+        return
+    flags.DEFINE_string("export", None, "Export directory (damono_jax.export).", required=True)
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir with the dataset.", required=True)
+    flags.DEFINE_string("split", "test", "Split: test, eigen_benchmark, val, ...")
+    flags.DEFINE_string("dataset", "kitti_eigen", "TFDS dataset name (name or name/config).")
+    flags.DEFINE_string("output", None, "Output folder (default EXPORT/eval_<dataset>_<split>).")
+    flags.DEFINE_string("caps", None, "Comma list of 80, 50, none (default: split's protocol).")
+    flags.DEFINE_enum("crop", None, ["garg", "none"], "Crop (default: split's protocol).")
+    flags.DEFINE_string("scaling", "median", "median, none or a fixed factor.")
+    flags.DEFINE_integer("max_examples", None, "Evaluate only the first N examples.")
+    flags.DEFINE_integer("batch_size", 8, "Images per network call.")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    define_flags()
+    app.run(main)

@@ -54,11 +54,13 @@ REQUIRED_METADATA_KEYS = (
 # Horizontal focal length divided by image width (fx / W) of the source cameras, so that
 # predict.py can rescale depth for another camera (depth scales with the focal length).
 # VKITTI: fx 725 at 1242 px (alopezgit/DESC); KITTI: 0.58 (Monodepth2 K); Cityscapes:
-# fx 2262.52 at 2048 px, full width kept by the 205:819 row crop.
+# fx 2262.52 at 2048 px, full width kept by the 205:819 row crop; synthetic_driving renders
+# with Monodepth2's normalised K (fx = 0.58 W).
 SOURCE_FOCAL_X_NORMALIZED = {
     "vkitti": 725.0 / 1242.0,
     "kitti_eigen": 0.58,
     "cityscapes_depth": 2262.52 / 2048.0,
+    "synthetic_driving": 0.58,
 }
 
 

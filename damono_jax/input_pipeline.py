@@ -287,6 +287,17 @@ def _flip_and_jitter(index: tf.Tensor, images: dict[str, tf.Tensor],
 # ---------------------------------------------------------------------------- training
 
 
+def _parallel_calls(config: Any) -> int:
+    value = int(config.data.num_parallel_calls)
+    if value == -1:
+        return tf.data.AUTOTUNE
+    if value < 1:
+        raise ValueError(
+            f"config.data.num_parallel_calls: must be >= 1 or -1 (AUTOTUNE), got {value}"
+        )
+    return value
+
+
 def _process_split(split: str, process_index: int, process_count: int) -> str:
     if process_count == 1:
         return split
@@ -312,9 +323,7 @@ def _train_stream(config: Any, key: str, split: str, stream: str, features: Sequ
     size = _image_size(config)
     decode = _decoder(builder, features)
     shuffle_seed, augment_seed = _stream_seeds(int(config.seed), stream, process_index)
-    num_parallel_calls = int(config.data.num_parallel_calls)
-    if num_parallel_calls == -1:
-        num_parallel_calls = tf.data.AUTOTUNE
+    num_parallel_calls = _parallel_calls(config)
 
     def decode_and_resize(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         example = decode(serialized)
@@ -331,7 +340,12 @@ def _train_stream(config: Any, key: str, split: str, stream: str, features: Sequ
         examples = records.map(decode_and_resize, num_parallel_calls=num_parallel_calls).cache()
     else:
         examples = records
-    buffer = max(1, min(int(config.data.shuffle_buffer), count))
+    if int(config.data.shuffle_buffer) < 1:
+        raise ValueError(
+            f"config.data.shuffle_buffer: must be >= 1, got {config.data.shuffle_buffer}"
+        )
+    # A buffer larger than the split shuffles exactly like one the size of the split.
+    buffer = min(int(config.data.shuffle_buffer), count)
 
     def shuffled_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         epoch_seed = tf.cast(shuffle_seed, tf.int64) * 1_000_003 + epoch
@@ -395,7 +409,12 @@ def create_train_dataset(config: Any, start_step: int = 0, *, process_index: int
     options = tf.data.Options()
     options.deterministic = True
     dataset = dataset.with_options(options)
-    return dataset.prefetch(max(1, int(config.data.prefetch)))
+    prefetch = int(config.data.prefetch)
+    if prefetch < -1:
+        raise ValueError(
+            f"config.data.prefetch: must be >= 0 or -1 (AUTOTUNE), got {config.data.prefetch}"
+        )
+    return dataset.prefetch(prefetch) if prefetch else dataset
 
 
 def create_train_iterator(config: Any, start_step: int = 0, *, process_index: int | None = None,

@@ -256,6 +256,8 @@ def test_errors_name_the_problem(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"config.data.target: .* has no split 'training'; "
                                          r"it has \['test', 'train', 'val'\]"):
         input_pipeline.create_train_iterator(make_config(data_dir, target_split="training"))
+    with pytest.raises(ValueError, match="config.data.shuffle_buffer: must be >= 1, got 0"):
+        input_pipeline.create_train_iterator(make_config(data_dir, shuffle_buffer=0))
     with pytest.raises(ValueError, match="config.data.eval: cannot load dataset 'no_such_set'"):
         list(input_pipeline.create_eval_dataset(make_config(data_dir, eval="no_such_set")))
 

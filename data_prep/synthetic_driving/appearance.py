@@ -25,7 +25,7 @@ from data_prep.synthetic_driving import world
 
 # A fixed lattice of random values for procedural textures (value noise). Fixed seed: the
 # texture is part of the world's definition, not of any frame.
-_NOISE_LATTICE = np.random.default_rng(20240607).random((256, 256))
+_NOISE_LATTICE = np.random.default_rng(20240607).random(256 * 256).astype(np.float32)
 
 
 def value_noise(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -36,12 +36,13 @@ def value_noise(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     fv = v - v0
     fu = fu * fu * (3.0 - 2.0 * fu)  # smoothstep: continuous derivative across cells
     fv = fv * fv * (3.0 - 2.0 * fv)
-    i0 = u0.astype(np.int64) & 255
+    i0 = (u0.astype(np.int64) & 255) << 8
     j0 = v0.astype(np.int64) & 255
-    i1 = (i0 + 1) & 255
+    i1 = (i0 + 256) & 0xFF00
     j1 = (j0 + 1) & 255
-    top = _NOISE_LATTICE[i0, j0] * (1.0 - fu) + _NOISE_LATTICE[i1, j0] * fu
-    bottom = _NOISE_LATTICE[i0, j1] * (1.0 - fu) + _NOISE_LATTICE[i1, j1] * fu
+    lattice = _NOISE_LATTICE
+    top = lattice[i0 | j0] * (1.0 - fu) + lattice[i1 | j0] * fu
+    bottom = lattice[i0 | j1] * (1.0 - fu) + lattice[i1 | j1] * fu
     return top * (1.0 - fv) + bottom * fv
 
 
@@ -193,7 +194,7 @@ def _target_albedo(geometry: world.GeometryBuffers, scene: world.Scene,
     on_ground = geometry.surface == world.SURFACE_GROUND
 
     # Ground: asphalt with lane paint, paving tiles, grass and dirt.
-    ground_points = geometry.points[on_ground].astype(np.float64)
+    ground_points = geometry.points[on_ground]
     x, z = ground_points[:, 0], ground_points[:, 2]
     ground_label = geometry.label[on_ground]
     fine = value_noise(x * 7.0 + 31.0, z * 7.0)
@@ -241,7 +242,7 @@ def _target_albedo(geometry: world.GeometryBuffers, scene: world.Scene,
     instance = scene.instances[box_index]
     label = scene.labels[box_index]
     face = geometry.face[on_box]
-    points = geometry.points[on_box].astype(np.float64)
+    points = geometry.points[on_box]
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
     height_above_ground = world.CAMERA_HEIGHT - y
     box_albedo = np.zeros((len(x), 3))
@@ -259,12 +260,15 @@ def _target_albedo(geometry: world.GeometryBuffers, scene: world.Scene,
         & (column > 0.25 * spacing) & (column < 0.75 * spacing)
         & (hag > 2.5) & (face[building] != world.FACE_UP)
     )
-    window_tint = value_noise(np.floor(along / spacing) * 3.7 + ids, np.floor(hag / floor) * 5.3)
+    window_tint = value_noise(
+        np.floor(along[in_window] / spacing[in_window]) * 3.7 + ids[in_window],
+        np.floor(hag[in_window] / floor[in_window]) * 5.3,
+    )
     grain = 0.9 + 0.2 * value_noise(
         (x[building] + z[building]) * 2.0, y[building] * 2.0 + ids * 13.0
     )
     colour = building_albedo[ids] * grain[:, None]
-    colour[in_window] = _GLASS * (0.8 + 2.0 * window_tint[in_window])[:, None]
+    colour[in_window] = _GLASS * (0.8 + 2.0 * window_tint)[:, None]
     box_albedo[building] = colour
 
     car = label == world.CAR

@@ -176,8 +176,9 @@ def render_geometry(scene: Scene, camera: Camera) -> GeometryBuffers:
     """Casts one ray per pixel and keeps the nearest hit (z-buffer).
 
     The slab test separates: the x slab depends only on the column and the y slab only on
-    the row, so per box we compute (W,) and (H,) intervals, skip boxes whose column or row
-    range is empty, and evaluate the full test only on the box's screen rectangle.
+    the row, so we compute (boxes, W) and (boxes, H) intervals in one go, skip boxes whose
+    column or row range is empty, and evaluate the full test only on each remaining box's
+    screen rectangle.
     """
     dir_x, dir_y = ray_directions(camera)
     height, width = camera.height, camera.width
@@ -197,42 +198,49 @@ def render_geometry(scene: Scene, camera: Camera) -> GeometryBuffers:
     surface[ground_mask] = SURFACE_GROUND
     face[ground_mask] = FACE_UP
 
-    for index, (x0, x1, y0, y1, z0, z1) in enumerate(scene.boxes):
-        # Column intervals (x slab intersected with the z slab, whose t bounds are z0, z1).
-        x_lower, x_upper = _slab(x0, x1, dir_x)
-        column_lower = np.maximum(x_lower, z0)
-        column_upper = np.minimum(x_upper, z1)
+    boxes = scene.boxes
+    if len(boxes):
+        # Per-box intervals for every column (x slab intersected with the z slab, whose t
+        # bounds are z0, z1) and every row (y slab), all boxes at once: (N, W) and (N, H).
+        x_lower, x_upper = _slab(boxes[:, 0:1], boxes[:, 1:2], dir_x[None, :])
+        column_lower = np.maximum(x_lower, boxes[:, 4:5])
+        column_upper = np.minimum(x_upper, boxes[:, 5:6])
         column_hit = (column_lower <= column_upper) & (column_upper > 0.0)
-        if not column_hit.any():
-            continue
-        y_lower, y_upper = _slab(y0, y1, dir_y)
-        row_hit = (
-            (y_lower <= column_upper[column_hit].max())
-            & (y_upper >= column_lower[column_hit].min())
-            & (y_upper > 0.0)
-        )
-        if not row_hit.any():
-            continue
-        columns = np.flatnonzero(column_hit)
-        rows = np.flatnonzero(row_hit)
-        col_slice = slice(columns[0], columns[-1] + 1)
-        row_slice = slice(rows[0], rows[-1] + 1)
-        c_lower, c_upper = column_lower[col_slice][None, :], column_upper[col_slice][None, :]
-        r_lower, r_upper = y_lower[row_slice][:, None], y_upper[row_slice][:, None]
+        y_lower, y_upper = _slab(boxes[:, 2:3], boxes[:, 3:4], dir_y[None, :])
+        # A row can only hit if its interval overlaps the box's column intervals.
+        latest = np.where(column_hit, column_upper, -np.inf).max(axis=1, keepdims=True)
+        earliest = np.where(column_hit, column_lower, np.inf).min(axis=1, keepdims=True)
+        row_hit = (y_lower <= latest) & (y_upper >= earliest) & (y_upper > 0.0)
+        candidates = np.flatnonzero(column_hit.any(axis=1) & row_hit.any(axis=1))
+        # Screen rectangle of each candidate: first and last hit column and row.
+        first_col = np.argmax(column_hit, axis=1)
+        last_col = width - np.argmax(column_hit[:, ::-1], axis=1)
+        first_row = np.argmax(row_hit, axis=1)
+        last_row = height - np.argmax(row_hit[:, ::-1], axis=1)
+        # Which slab the entry point lies on gives the face: y (top/bottom), x (side) or z.
+        column_face = np.where(x_lower >= boxes[:, 4:5], FACE_SIDE, FACE_FRONT).astype(np.int8)
+        row_face = np.where(dir_y > 0.0, FACE_UP, FACE_DOWN).astype(np.int8)
+    else:
+        candidates = np.zeros(0, dtype=np.int64)
+
+    for index in candidates:
+        col_slice = slice(first_col[index], last_col[index])
+        row_slice = slice(first_row[index], last_row[index])
+        c_lower = column_lower[index, col_slice][None, :]
+        r_lower = y_lower[index, row_slice][:, None]
         t_near = np.maximum(c_lower, r_lower)
-        t_far = np.minimum(c_upper, r_upper)
+        t_far = np.minimum(column_upper[index, col_slice][None, :],
+                           y_upper[index, row_slice][:, None])
         window_depth = depth[row_slice, col_slice]
         hit = (t_near <= t_far) & (t_near > 0.0) & (t_near < window_depth)
         if not hit.any():
             continue
-        # Which slab the entry point lies on gives the face: y (top), x (side) or z (front).
-        column_face = np.where(x_lower[col_slice] >= z0, FACE_SIDE, FACE_FRONT)[None, :]
-        row_face = np.where(dir_y[row_slice] > 0.0, FACE_UP, FACE_DOWN)[:, None]
-        entry_face = np.where(r_lower >= c_lower, row_face, column_face).astype(np.int8)
+        entry_face = np.where(r_lower >= c_lower, row_face[row_slice][:, None],
+                              column_face[index, col_slice][None, :])
         window_depth[hit] = t_near[hit]
         label[row_slice, col_slice][hit] = scene.labels[index]
         surface[row_slice, col_slice][hit] = index + 1
-        face[row_slice, col_slice][hit] = np.broadcast_to(entry_face, hit.shape)[hit]
+        face[row_slice, col_slice][hit] = entry_face[hit]
 
     sky = surface == SURFACE_SKY
     depth[sky] = 0.0

@@ -405,7 +405,8 @@ def _lanczos_halving_matrix(size: int) -> np.ndarray:
     import jax.numpy as jnp
 
     identity = jnp.eye(size, dtype=jnp.float32)
-    return np.asarray(jax.image.resize(identity, (size // 2, size), "lanczos3", antialias=True))
+    matrix = jax.image.resize(identity, (size // 2, size), "lanczos3", antialias=True)
+    return np.array(matrix, dtype=np.float32, copy=True)  # writable: torch.from_numpy needs it
 
 
 def image_pyramid(image: torch.Tensor, num_scales: int) -> list[torch.Tensor]:

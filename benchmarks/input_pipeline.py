@@ -133,6 +133,8 @@ def report(args: argparse.Namespace, build_seconds: dict[str, float | None],
         for name, values in rates.items()
     ]
     lines.append(timing.markdown_table(["variant", "examples/s (median)", "range"], rows))
+    if args.note:
+        lines += ["", args.note]
     return "\n".join(lines)
 
 
@@ -144,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num_batches", type=int, default=20, help="timed batches per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", default="BENCHMARKS.md", help="'' to only print")
+    parser.add_argument("--note", default="", help="a line on the conditions, e.g. machine load")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     for flag in ("examples_per_split", "batch_size", "num_batches", "rounds"):

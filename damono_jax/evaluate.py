@@ -233,8 +233,11 @@ def main(argv: Sequence[str]) -> None:
     """absl entry point: reads the flags and calls `evaluate_export`."""
     del argv
     from absl import flags
+    from absl import logging as absl_logging
 
     values = flags.FLAGS
+    if not values["verbosity"].present:  # Orbax/TFDS log every read at INFO; keep the table
+        absl_logging.set_verbosity(absl_logging.WARNING)
     try:
         result = evaluate_export(
             values.export,

@@ -323,8 +323,11 @@ def main(argv: Sequence[str]) -> None:
     """absl entry point: reads the flags below and calls `predict_images`."""
     del argv
     from absl import flags
+    from absl import logging as absl_logging
 
     values = flags.FLAGS
+    if not values["verbosity"].present:  # Orbax/TFDS log every read at INFO; keep the table
+        absl_logging.set_verbosity(absl_logging.WARNING)
     save = tuple(item.strip() for item in values.save.split(",") if item.strip())
     try:
         color_range = None

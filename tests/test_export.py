@@ -9,8 +9,9 @@ import jax
 import numpy as np
 import pytest
 
+from configs import default
 from damono_jax import export
-from damono_jax.models import DepthNet
+from damono_jax.models import DAMonodepth, DepthNet
 
 INPUT_SIZE = (64, 96)
 
@@ -89,11 +90,47 @@ def test_export_reload_predict_is_identical(export_dir, variables, images):
     )
 
 
-def test_saved_model_matches_jax(export_dir, images, tmp_path):
+def full_model_variables(config) -> dict:
+    """Random DAMonodepth ("full" variant) variables, built from `eval_shape`."""
+    model = DAMonodepth.from_config(config.model, config.variant)
+    images = jax.ShapeDtypeStruct((2, *INPUT_SIZE, 3), np.float32)
+    abstract = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, x, grl_scale=np.float32(0), train=False),
+        images,
+    )
+    rng = np.random.default_rng(3)
+
+    def fill(path, leaf):
+        if "var" in jax.tree_util.keystr(path):
+            return np.ones(leaf.shape, np.float32)
+        return (0.05 * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def test_export_from_train_state_and_saved_model_parity(images, tmp_path):
+    config = default.get_config()
+    config.data.image_size = INPUT_SIZE
+    variables = full_model_variables(config)
+    assert "domain_classifier" in variables["params"]
+    export_dir = export.export_from_train_state(
+        config, variables["params"], variables["batch_stats"], tmp_path / "export", step=123
+    )
+    assert sorted(p.name for p in export_dir.iterdir()) == [
+        "metadata.json", "saved_model", "variables"
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
     model = export.load_export(export_dir)
-    saved_model_dir = tmp_path / "saved_model"
-    export.export_saved_model(model, saved_model_dir)
-    predict = export.load_saved_model(saved_model_dir)
+    metadata = model.metadata
+    assert metadata["step"] == 123 and metadata["input_size"] == list(INPUT_SIZE)
+    assert (metadata["min_depth"], metadata["max_depth"]) == (0.1, 100.0)
+    assert metadata["class_names"][:2] == ["road", "sidewalk"]
+    assert len(metadata["class_names"]) == 19
+    assert metadata["source_dataset"] == "vkitti/v1"
+    assert metadata["train_focal_x_normalized"] == pytest.approx(725 / 1242)
+    assert sorted(model.variables["params"]) == ["depth_decoder", "encoder", "shared_block"]
+
+    predict = export.load_saved_model(export_dir / "saved_model")
     expected_disparity = model.predict_disparity(images)
     expected_depth = model.predict_depth(images)
     for batch_size in (2, 1):  # the SavedModel's batch dimension is polymorphic
@@ -102,7 +139,8 @@ def test_saved_model_matches_jax(export_dir, images, tmp_path):
         disparity_diff = np.abs(outputs["disparity"] - expected_disparity[:batch_size]).max()
         assert disparity_diff <= 1e-4
         np.testing.assert_allclose(outputs["depth"], expected_depth[:batch_size], rtol=1e-4)
-    assert json.loads((saved_model_dir / "metadata.json").read_text())["step"] == 7
+    saved_metadata = json.loads((export_dir / "saved_model" / "metadata.json").read_text())
+    assert saved_metadata["step"] == 123
 
 
 def test_overwrite_is_atomic_and_can_be_refused(tmp_path, variables):

@@ -174,7 +174,11 @@ def _atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
         if target.exists():
             previous = target.parent / f".{target.name}.old-{token}"
             os.rename(target, previous)
-            os.rename(temporary, target)
+            try:
+                os.rename(temporary, target)
+            except BaseException:
+                os.rename(previous, target)  # put the old export back
+                raise
             shutil.rmtree(previous)
         else:
             os.rename(temporary, target)

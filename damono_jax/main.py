@@ -1,0 +1,70 @@
+"""Entry point: `python -m damono_jax.main --config=configs/vkitti.py --workdir=W [--mode=...]`.
+
+Modes: `train` (default; resumes from `W/checkpoints`), `eval` (newest checkpoint on the
+config's eval split, `evaluation.evaluate`), `export` (newest checkpoint -> `W/export`,
+`export.export_from_train_state`), `predict` (`predict.predict_images` of `W/export` on
+`--input`, written to `--output`; exports first if `W/export` does not exist).
+"""
+
+import os
+
+import jax
+import tensorflow as tf
+from absl import app, flags, logging
+from clu import platform
+from ml_collections import config_flags
+
+from damono_jax import config_utils, train
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and exports.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "predict"], "What to run.")
+config_flags.DEFINE_config_file(
+    "config", None, "Training configuration file, e.g. configs/vkitti.py:full.",
+    lock_config=True,
+)
+flags.DEFINE_string("input", None, "--mode=predict: image file, folder or glob.")
+flags.DEFINE_string("output", None, "--mode=predict: output folder.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # TensorFlow only feeds data: keep it off the GPUs, JAX owns their memory.
+    tf.config.set_visible_devices([], "GPU")
+    config = FLAGS.config
+    config_utils.validate(config, mode=FLAGS.mode)
+    if config.distributed.initialize:
+        jax.distributed.initialize(
+            coordinator_address=config.distributed.coordinator_address,
+            num_processes=config.distributed.num_processes,
+            process_id=config.distributed.process_id,
+        )
+    logging.info("JAX process %d / %d, local devices %s", jax.process_index(),
+                 jax.process_count(), jax.local_devices())
+    platform.work_unit().set_task_status(
+        f"process_index: {jax.process_index()}, process_count: {jax.process_count()}"
+    )
+    platform.work_unit().create_artifact(platform.ArtifactType.DIRECTORY, FLAGS.workdir, "workdir")
+
+    if FLAGS.mode == "train":
+        train.train_and_evaluate(config, FLAGS.workdir)
+    elif FLAGS.mode == "eval":
+        train.evaluate_checkpoint(config, FLAGS.workdir)
+    elif FLAGS.mode == "export":
+        train.export_checkpoint(config, FLAGS.workdir)
+    else:
+        if not FLAGS.input or not FLAGS.output:
+            raise app.UsageError("--mode=predict needs --input=IMAGES and --output=DIR")
+        from damono_jax import predict
+
+        export_dir = os.path.join(FLAGS.workdir, "export")
+        if not os.path.isdir(export_dir):
+            export_dir = train.export_checkpoint(config, FLAGS.workdir)
+        predict.predict_images(export_dir, FLAGS.input, FLAGS.output)
+
+
+if __name__ == "__main__":
+    app.run(main)

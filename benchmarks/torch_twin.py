@@ -29,7 +29,6 @@ n / (n - 1) after training steps; train-mode outputs and losses are identical.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -393,7 +392,11 @@ def upsample_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
 
 
-@functools.lru_cache(maxsize=32)
+# (size, device, dtype) -> the Lanczos halving matrix; filled outside any compiled region
+# by `prepare_image_pyramid`, read by `image_pyramid` (torch.compile cannot trace JAX).
+_HALVING_MATRICES: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
+
+
 def _lanczos_halving_matrix(size: int) -> np.ndarray:
     """The (size // 2, size) matrix of `jax.image.resize(..., "lanczos3", antialias=True)`.
 
@@ -409,13 +412,32 @@ def _lanczos_halving_matrix(size: int) -> np.ndarray:
     return np.array(matrix, dtype=np.float32, copy=True)  # writable: torch.from_numpy needs it
 
 
+def prepare_image_pyramid(image: torch.Tensor, num_scales: int = NUM_SCALES) -> None:
+    """Computes and caches the halving matrices `image_pyramid` needs for this image size.
+
+    Call it outside `torch.compile`d code (`TwinTrainer` does); eager callers of
+    `image_pyramid` need not, it prepares itself when not compiling.
+    """
+    height, width = image.shape[2:]
+    for _ in range(1, num_scales):
+        for size in (height, width):
+            key = (size, str(image.device), image.dtype)
+            if key not in _HALVING_MATRICES:
+                matrix = torch.from_numpy(_lanczos_halving_matrix(size))
+                _HALVING_MATRICES[key] = matrix.to(device=image.device, dtype=image.dtype)
+        height, width = height // 2, width // 2
+
+
 def image_pyramid(image: torch.Tensor, num_scales: int) -> list[torch.Tensor]:
     """Scales 0..num_scales-1 of an NCHW image, each the Lanczos-3 half of the previous."""
+    if not torch.compiler.is_compiling():
+        prepare_image_pyramid(image, num_scales)
     pyramid = [image]
     for _ in range(1, num_scales):
         previous = pyramid[-1]
-        rows = torch.from_numpy(_lanczos_halving_matrix(previous.shape[2])).to(previous)
-        cols = torch.from_numpy(_lanczos_halving_matrix(previous.shape[3])).to(previous)
+        device, dtype = str(previous.device), previous.dtype
+        rows = _HALVING_MATRICES[(previous.shape[2], device, dtype)]
+        cols = _HALVING_MATRICES[(previous.shape[3], device, dtype)]
         pyramid.append(torch.einsum("hH,bcHW,wW->bchw", rows, previous, cols))
     return pyramid
 
@@ -615,6 +637,7 @@ class TwinTrainer:
         """
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        prepare_image_pyramid(batch["source_image_clean"])
         terms = self._loss_fn(batch, grl_scale)
         terms["total"].backward()
         if self.halve_shared_block:

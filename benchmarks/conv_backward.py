@@ -158,6 +158,58 @@ def _conv_matmul_vjp_bwd(stride, padding, residuals, grad_out):
 conv_matmul_vjp.defvjp(_conv_matmul_vjp_fwd, _conv_matmul_vjp_bwd)
 
 
+def _xla_input_grad(x, kernel, stride, padding, grad_out):
+    """XLA's own input gradient (the transposed convolution autodiff would emit)."""
+    _, vjp = jax.vjp(lambda x_: conv_lax(x_, kernel, stride, padding), x)
+    return vjp(grad_out)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_wgrad_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+    """`conv_lax`; backward: XLA's input gradient, im2col-matmul weight gradient."""
+    return conv_lax(x, kernel, stride, padding)
+
+
+def _conv_wgrad_im2col_bwd(stride, padding, residuals, grad_out):
+    x, kernel = residuals
+    kernel_h, kernel_w, in_channels, out_channels = kernel.shape
+    batch, out_h, out_w, _ = grad_out.shape
+    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    patches = jnp.concatenate(_taps(padded, (kernel_h, kernel_w), stride, (out_h, out_w)), -1)
+    patches = patches.reshape(batch * out_h * out_w, kernel_h * kernel_w * in_channels)
+    grad_rows = grad_out.reshape(batch * out_h * out_w, out_channels)
+    grad_kernel = (patches.T @ grad_rows).reshape(kernel.shape)
+    return _xla_input_grad(x, kernel, stride, padding, grad_out), grad_kernel
+
+
+conv_wgrad_im2col.defvjp(_conv_matmul_vjp_fwd, _conv_wgrad_im2col_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_wgrad_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+    """`conv_lax`; backward: XLA's input gradient, weight gradient as one matmul per tap.
+
+    Unlike im2col this never materialises the KH*KW-times larger patch matrix: tap
+    (kh, kw) of the weight gradient is `view(kh, kw)^T @ grad_out` over B*Ho*Wo rows.
+    """
+    return conv_lax(x, kernel, stride, padding)
+
+
+def _conv_wgrad_taps_bwd(stride, padding, residuals, grad_out):
+    x, kernel = residuals
+    kernel_h, kernel_w, _, _ = kernel.shape
+    _, out_h, out_w, _ = grad_out.shape
+    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    views = _taps(padded, (kernel_h, kernel_w), stride, (out_h, out_w))
+    grad_kernel = jnp.stack(
+        [jnp.einsum("bhwi,bhwo->io", view, grad_out) for view in views]
+    ).reshape(kernel.shape)
+    return _xla_input_grad(x, kernel, stride, padding, grad_out), grad_kernel
+
+
+conv_wgrad_taps.defvjp(_conv_matmul_vjp_fwd, _conv_wgrad_taps_bwd)
+
+
 def space_to_depth(x: jax.Array, block: int) -> jax.Array:
     """(B, H, W, C) -> (B, H/b, W/b, b*b*C), channel order (row phase, col phase, C)."""
     batch, height, width, channels = x.shape
@@ -215,6 +267,8 @@ def conv_space_to_depth_matmul_vjp(
 VARIANTS: dict[str, ConvFn] = {
     "xla_autodiff": conv_lax,
     "matmul_vjp": conv_matmul_vjp,
+    "wgrad_im2col": conv_wgrad_im2col,
+    "wgrad_taps": conv_wgrad_taps,
     "space_to_depth": conv_space_to_depth,
     "s2d+matmul_vjp": conv_space_to_depth_matmul_vjp,
 }

@@ -1,0 +1,116 @@
+"""The convolution formulations of benchmarks/conv_backward.py and the timing helpers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import conv_backward, timing
+
+# (height, width, in, out, kernel, stride, pad): every kind of convolution in the network,
+# plus an odd-sized input for the stride-2 phase bookkeeping.
+SHAPES = [
+    (12, 20, 5, 7, 3, 1, 1),
+    (12, 20, 5, 7, 3, 2, 1),
+    (16, 20, 3, 4, 7, 2, 3),
+    (12, 20, 5, 7, 1, 2, 0),
+    (11, 13, 5, 7, 3, 2, 1),
+]
+
+
+@pytest.mark.parametrize("name", [n for n in conv_backward.VARIANTS if n != "xla_autodiff"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_variant_matches_xla_forward_and_gradients(name, shape):
+    height, width, in_c, out_c, kernel, stride, pad = shape
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, height, width, in_c)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, in_c, out_c)), jnp.float32)
+    padding = ((pad, pad), (pad, pad))
+    conv = conv_backward.VARIANTS[name]
+    expected, expected_vjp = jax.vjp(
+        lambda a, b: conv_backward.conv_lax(a, b, stride, padding), x, w
+    )
+    actual, actual_vjp = jax.vjp(lambda a, b: conv(a, b, stride, padding), x, w)
+    assert actual.shape == expected.shape
+    assert timing.relative_error(actual, expected) <= 1e-5
+    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    for got, want in zip(actual_vjp(cotangent), expected_vjp(cotangent), strict=True):
+        assert timing.relative_error(got, want) <= 1e-5
+
+
+def test_space_to_depth_layout_and_errors():
+    x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+    y = conv_backward.space_to_depth(x, 2)
+    assert y.shape == (2, 2, 3, 12)
+    # Channel order (row phase, col phase, C): element (1, 0) of block (0, 1) is x[0, 1, 2].
+    np.testing.assert_array_equal(y[0, 0, 1, 6:9], x[0, 1, 2])
+    with pytest.raises(ValueError, match="5x6 not divisible by 2"):
+        conv_backward.space_to_depth(jnp.zeros((1, 5, 6, 1)), 2)
+    with pytest.raises(ValueError, match="stride 3 unsupported"):
+        conv_backward.conv_space_to_depth(
+            jnp.zeros((1, 6, 6, 1)),
+            jnp.zeros((3, 3, 1, 1)),
+            3,
+            (
+                (1, 1),
+                (1, 1),
+            ),
+        )
+
+
+def test_network_conv_specs_cover_the_model():
+    specs = conv_backward.network_conv_specs(batch=2, height=192, width=640)
+    names = [spec.name for spec in specs]
+    assert len(names) == len(set(names)) == 21
+    conv1 = specs[0]
+    assert (conv1.batch, conv1.kernel, conv1.stride) == (4, 7, 2)  # source + target
+    assert conv1.forward_flops() == pytest.approx(2 * 4 * 96 * 320 * 49 * 3 * 64)
+    last = specs[-1]
+    assert (last.name, last.batch, last.height, last.in_channels) == ("dec.0.1 3x3", 2, 192, 16)
+    with pytest.raises(ValueError, match="190x640: both must be multiples of 32"):
+        conv_backward.network_conv_specs(2, 190, 640)
+
+
+def test_time_interleaved_protocol_and_errors():
+    calls = []
+    result = timing.time_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        num_warmup=1,
+        num_steps=20,
+    )
+    assert calls[:4] == ["a", "b", "a", "b"] and len(calls) == 42
+    assert len(result["a"].times_s) == 20 and result["a"].median_s >= 0
+    with pytest.raises(ValueError, match="num_steps=5; the protocol needs >= 20"):
+        timing.time_interleaved({"a": lambda: None}, num_steps=5)
+    with pytest.raises(ValueError, match="`steps` is empty"):
+        timing.time_interleaved({})
+
+
+def test_xla_flops_counts_a_matmul():
+    compiled = jax.jit(lambda a, b: a @ b).lower(jnp.ones((8, 16)), jnp.ones((16, 4))).compile()
+    assert timing.xla_flops(compiled) == pytest.approx(2 * 8 * 16 * 4)
+    assert timing.model_flops_utilisation(100.0, 2.0, 100.0) == pytest.approx(0.5)
+
+
+def test_write_markdown_section_replaces_only_its_section(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\nother text\n")
+    timing.write_markdown_section(path, "train_step", "first")
+    timing.write_markdown_section(path, "other", "kept")
+    timing.write_markdown_section(path, "train_step", "second")
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n\nother text\n")
+    assert "first" not in text and text.count("second") == 1 and "kept" in text
+    assert text.index("second") < text.index("kept")  # replaced in place
+    path.write_text(text.replace("<!-- other:end -->", ""))
+    with pytest.raises(ValueError, match="markers for 'other' are unbalanced"):
+        timing.write_markdown_section(path, "other", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["BENCHMARKS.md"]  # no temp files left
+
+
+def test_host_peak_memory_sees_a_large_allocation():
+    timing.reset_host_peak_memory()
+    before = timing.host_current_memory_bytes()
+    block = np.ones(64 << 20, np.uint8)  # 64 MiB, touched
+    assert timing.host_peak_memory_bytes() - before >= 60 << 20
+    del block

@@ -28,6 +28,7 @@ Run: `python -m benchmarks.conv_backward --batch_size=4 --image_size=192,640`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import sys
@@ -50,9 +51,14 @@ ConvFn = Callable[[jax.Array, jax.Array, int, Padding], jax.Array]
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
+# Captured at import, so `flax_conv_override` can replace the function Flax calls without
+# the formulations below (which call this one) recursing into themselves.
+_LAX_CONV_GENERAL_DILATED = lax.conv_general_dilated
+
+
 def conv_lax(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
     """Reference: `lax.conv_general_dilated` in NHWC/HWIO, gradients from XLA autodiff."""
-    return lax.conv_general_dilated(
+    return _LAX_CONV_GENERAL_DILATED(
         x, kernel, (stride, stride), padding, dimension_numbers=_DIMENSION_NUMBERS
     )
 
@@ -272,6 +278,87 @@ VARIANTS: dict[str, ConvFn] = {
     "space_to_depth": conv_space_to_depth,
     "s2d+matmul_vjp": conv_space_to_depth_matmul_vjp,
 }
+
+
+# ---------------------------------------------------------------------------- Flax override
+
+
+class _LaxWithConvOverride:
+    """Stands in for `jax.lax` inside `flax.linen.linear`; only the convolution differs."""
+
+    def __init__(self, conv: ConvFn):
+        self._conv = conv
+
+    def __getattr__(self, name: str):
+        return getattr(lax, name)
+
+    def conv_general_dilated(
+        self,
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation=None,
+        rhs_dilation=None,
+        dimension_numbers=None,
+        feature_group_count=1,
+        precision=None,
+        **kwargs,
+    ):
+        strides = tuple(window_strides)
+        if isinstance(padding, str) and padding == "VALID":
+            padding = ((0, 0),) * len(strides)
+        nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMENSION_NUMBERS)
+        supported = (
+            len(strides) == 2
+            and strides[0] == strides[1]
+            and not isinstance(padding, str)
+            and all(d in (None, 1) for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+            and feature_group_count == 1
+            and not kwargs
+            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+        )
+        if not supported:
+            return _LAX_CONV_GENERAL_DILATED(
+                lhs,
+                rhs,
+                window_strides,
+                padding,
+                lhs_dilation,
+                rhs_dilation,
+                dimension_numbers,
+                feature_group_count,
+                precision=precision,
+                **kwargs,
+            )
+        padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+        return self._conv(lhs, rhs, strides[0], padding)
+
+
+@contextlib.contextmanager
+def flax_conv_override(variant: str):
+    """Makes every `flax.linen.Conv` (NHWC, undilated) use `VARIANTS[variant]` while active.
+
+    The override acts at trace time: build, lower and compile the step inside the `with`
+    (JAX's trace caches are cleared on entry and exit, so nothing traced outside leaks in).
+    It exists to measure a formulation in the real train step without editing the model;
+    integrating one for real means passing `conv_general_dilated=` to the model's convs.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"flax_conv_override: unknown variant {variant!r}; one of {sorted(VARIANTS)}"
+        )
+    from flax.linen import linear
+
+    original = linear.lax
+    # JAX caches traces by function identity; the override is invisible to those keys.
+    jax.clear_caches()
+    linear.lax = _LaxWithConvOverride(VARIANTS[variant])
+    try:
+        yield
+    finally:
+        linear.lax = original
+        jax.clear_caches()
 
 
 # ---------------------------------------------------------------------------- layer shapes

@@ -34,7 +34,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import timing  # noqa: E402
+from benchmarks import conv_backward, timing  # noqa: E402
 from configs import default  # noqa: E402
 from damono_jax import train  # noqa: E402
 
@@ -157,6 +157,15 @@ def run_batch_size(
     notes: list[str] = []
     jax_step = JaxStep(config)
     steps: dict[str, Callable[[], None]] = {"jax": jax_step}
+    for variant in args.jax_conv:
+        # The same train step with every Flax convolution swapped for a formulation of
+        # benchmarks/conv_backward.py (traced and compiled inside the override).
+        with conv_backward.flax_conv_override(variant):
+            steps[f"jax[{variant}]"] = variant_step = JaxStep(config)
+        notes.append(
+            f"batch {batch_size}: jax[{variant}] XLA FLOPs/step {variant_step.flops / 1e9:.1f} G "
+            f"(MFU column uses the baseline step's {jax_step.flops / 1e9:.1f} G)"
+        )
     steps["torch_eager"] = TorchStep(config, jax_step, compile=False)
     if args.torch_compile:
         try:
@@ -171,8 +180,8 @@ def run_batch_size(
     memory = {name: _peak_memory(name, step) for name, step in steps.items()}
 
     jax_terms = jax_step.first_terms or {}
-    for name in ("torch_eager", "torch_compile"):
-        if name in steps and steps[name].first_terms is not None:
+    for name in [n for n in steps if n != "jax"]:
+        if steps[name].first_terms is not None:
             twin_terms = steps[name].first_terms
             notes.append(
                 f"batch {batch_size}: first-step total loss jax {jax_terms['total']:.6f}, "
@@ -211,6 +220,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--image_size", default="192,640", help="height,width (multiples of 32)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--torch_compile", action="store_true", help="also time torch.compile")
+    parser.add_argument(
+        "--jax_conv",
+        default="",
+        help="comma-separated benchmarks/conv_backward.py variants to time as extra JAX rows "
+        "(e.g. matmul_vjp,wgrad_taps)",
+    )
     parser.add_argument("--num_steps", type=int, default=timing.MIN_TIMED_STEPS)
     parser.add_argument("--num_warmup", type=int, default=2)
     parser.add_argument("--output", default="", help="markdown file to write the section into")
@@ -229,6 +244,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if height % 32 or width % 32 or height <= 0 or width <= 0:
         parser.error(f"--image_size={args.image_size}: both sides must be multiples of 32")
     args.image_size = (height, width)
+    args.jax_conv = [v for v in args.jax_conv.split(",") if v]
+    unknown = sorted(set(args.jax_conv) - set(conv_backward.VARIANTS))
+    if unknown:
+        parser.error(f"--jax_conv: unknown {unknown}; choose from {sorted(conv_backward.VARIANTS)}")
     if args.num_steps < timing.MIN_TIMED_STEPS:
         parser.error(
             f"--num_steps={args.num_steps}: the protocol needs >= {timing.MIN_TIMED_STEPS}"

@@ -114,3 +114,34 @@ def test_host_peak_memory_sees_a_large_allocation():
     block = np.ones(64 << 20, np.uint8)  # 64 MiB, touched
     assert timing.host_peak_memory_bytes() - before >= 60 << 20
     del block
+
+
+def test_flax_conv_override_routes_convs_and_keeps_the_numbers():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(6, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
+            return nn.Conv(4, (3, 3), padding="VALID")(jnp.tanh(x))
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 12, 16, 3)), jnp.float32)
+    net = Net()
+    params = net.init(jax.random.key(0), x)
+
+    def loss(params):
+        return jnp.sum(net.apply(params, x) ** 2)
+
+    expected_loss, expected_grads = jax.value_and_grad(loss)(params)
+    jaxpr = str(jax.make_jaxpr(loss)(params))
+    assert "custom_vjp_call" not in jaxpr
+    with conv_backward.flax_conv_override("matmul_vjp"):
+        assert "custom_vjp_call" in str(jax.make_jaxpr(loss)(params))
+        actual_loss, actual_grads = jax.value_and_grad(loss)(params)
+    assert float(actual_loss) == pytest.approx(float(expected_loss), rel=1e-6)
+    leaves = zip(jax.tree.leaves(actual_grads), jax.tree.leaves(expected_grads), strict=True)
+    for got, want in leaves:
+        assert timing.relative_error(got, want) <= 1e-5
+    with pytest.raises(ValueError, match="unknown variant 'fft'"):
+        with conv_backward.flax_conv_override("fft"):
+            pass

@@ -56,9 +56,10 @@ def test_keeps_last_n_and_ignores_torn_writes(tmp_path):
             checkpointer.save(step, _state(step), {"step": step, "data_position": step})
     directory = tmp_path / checkpointing.CHECKPOINT_SUBDIR
     # What a SIGKILL during a save leaves behind: Orbax's temporary directory, never renamed.
-    torn = directory / "4.orbax-checkpoint-tmp-1234567"
-    (torn / "state").mkdir(parents=True)
-    (torn / "state" / "garbage").write_bytes(b"\0" * 10)
+    for name in ("4.orbax-checkpoint-tmp", "5.orbax-checkpoint-tmp-1234567"):
+        torn = directory / name
+        (torn / "state").mkdir(parents=True)
+        (torn / "state" / "garbage").write_bytes(b"\0" * 10)
     with checkpointing.TrainCheckpointer(str(tmp_path), keep=2) as checkpointer:
         assert checkpointer.all_steps() == [2, 3]
         assert checkpointer.latest_step() == 3

@@ -1,7 +1,7 @@
 """Train step, optimiser, GRL, NaN handling and the training loop on tiny in-memory batches.
 
-The real DAMonodepth at 64x64 is used throughout; compiled programs are shared through a
-per-session persistent compilation cache, so the loop tests reuse the step compiled earlier.
+The real DAMonodepth at 64x64 is used throughout. `train` caches its jitted functions per
+(config, model, mesh), so the loop tests reuse the step compiled by the first test.
 """
 
 import glob
@@ -26,16 +26,12 @@ BATCH = 2
 
 
 @pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """Persistent XLA cache for this module: identical programs compile once."""
-    cache_dir = str(tmp_path_factory.mktemp("jax_cache"))
-    previous = (jax.config.jax_compilation_cache_dir,
-                jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    yield cache_dir
-    jax.config.update("jax_compilation_cache_dir", previous[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+def fast_compilation():
+    """Cheaper XLA compilation for these tiny programs (as flax's examples' tests do)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
 
 
 def tiny_config(variant: str = "full", **overrides):
@@ -181,7 +177,7 @@ def test_collapse_monitor_warns_after_patience():
 
 @pytest.fixture(scope="module")
 def full_setup():
-    config = tiny_config("full")
+    config = tiny_config("full", num_train_steps=8)
     model = train.create_model(config)
     mesh = train.create_mesh()
     step_fn = train.make_train_step(config, model, mesh)
@@ -244,7 +240,7 @@ def test_short_run_lowers_the_loss(full_setup):
 def test_nan_stop_resume_and_uninterrupted_run_agree(tmp_path, full_setup):
     """NaN at step 6 stops the run (checkpoint 4 kept); the restart resumes at 4 with the same
     data and ends bit-identical to an uninterrupted run."""
-    config = tiny_config("full", num_train_steps=8)
+    config = full_setup[0]
     interrupted, uninterrupted = str(tmp_path / "interrupted"), str(tmp_path / "straight")
     with pytest.raises(train.NonFiniteLossError, match=r"^step 6: loss term 'depth' is nan"):
         train.train_and_evaluate(config, interrupted, train_iterator_fn=in_memory_iterator(6),
@@ -310,7 +306,7 @@ def test_four_devices_match_one_device():
             np.testing.assert_allclose(terms_4[name], terms_1[name], rtol=1e-5)
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
+               JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

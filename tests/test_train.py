@@ -308,3 +308,17 @@ def test_four_devices_match_one_device():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "RELATIVE_DIFFERENCE" in result.stdout
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    config = tiny_config("baseline", dtype="bfloat16")
+    model = train.create_model(config)
+    assert model.dtype == jnp.bfloat16
+    mesh = train.create_mesh()
+    state = train.create_train_state(config, model, mesh)
+    state, _, terms = train.make_train_step(config, model, mesh)(
+        state, train.shard_batch(make_batch(0), mesh), np.float32(0.0))
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+    assert terms["depth"].dtype == jnp.float32
+    assert train.first_nonfinite_term(1, jax.device_get(terms)) is None
+    assert float(terms["seg"]) == 0.0 and float(terms["adv"]) == 0.0  # baseline: depth only

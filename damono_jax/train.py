@@ -645,9 +645,13 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, float]:
     path = os.path.join(os.path.abspath(workdir),
                         f"eval_{name}_{config.data.eval_split}_step{step}.json")
     temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump({"step": step, **results}, handle, indent=2, sort_keys=True)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as handle:
+            json.dump({"step": step, **results}, handle, indent=2, sort_keys=True)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
     logging.info("Step %d on %s/%s: %s (written to %s)", step, config.data.eval,
                  config.data.eval_split, results, path)
     return results

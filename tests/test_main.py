@@ -157,7 +157,7 @@ def _final_arrays(workdir: str, step: int) -> dict:
     return restored.state, restored.meta
 
 
-RESUME_STEPS = 12
+RESUME_STEPS = 8
 
 
 def test_resume_after_sigkill(tmp_path, synthetic_data_dir):
@@ -190,7 +190,8 @@ def test_resume_after_sigkill(tmp_path, synthetic_data_dir):
     resumed = re.search(r"Resumed from .* at step (\d+)\.", log)
     assert resumed, log[-5000:]
     resumed_step = int(resumed.group(1))
-    assert resumed_step in (4, 8)  # the newest complete checkpoint when the kill landed
+    # The newest complete checkpoint when the kill landed (8 = the run had just finished).
+    assert resumed_step in (4, 8)
     assert f"Training full from step {resumed_step} to {RESUME_STEPS}" in log
 
     straight_dir = str(tmp_path / "straight")

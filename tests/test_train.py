@@ -177,7 +177,7 @@ def test_collapse_monitor_warns_after_patience():
 
 @pytest.fixture(scope="module")
 def full_setup():
-    config = tiny_config("full", num_train_steps=8)
+    config = tiny_config("full", num_train_steps=6)
     model = train.create_model(config)
     mesh = train.create_mesh()
     step_fn = train.make_train_step(config, model, mesh)
@@ -240,23 +240,23 @@ def test_short_run_lowers_the_loss(full_setup):
 def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint(
     tmp_path, full_setup
 ):
-    """NaN input at step 6 stops the run naming step and term; checkpoint 4 stays the newest
+    """NaN input at step 5 stops the run naming step and term; checkpoint 4 stays the newest
     and the restart resumes there and completes. (Bit-identity of a resumed run with an
     uninterrupted one is checked end to end in test_main.test_resume_after_sigkill.)"""
     config = full_setup[0]
     workdir = str(tmp_path / "run")
-    with pytest.raises(train.NonFiniteLossError, match=r"^step 6: loss term 'depth' is nan"):
-        train.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(6),
+    with pytest.raises(train.NonFiniteLossError, match=r"^step 5: loss term 'depth' is nan"):
+        train.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(5),
                                  eval_dataset_fn=in_memory_eval)
     with checkpointing.TrainCheckpointer(workdir, keep=3) as checkpointer:
         assert checkpointer.all_steps() == [2, 4]
     resumed = train.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(),
                                        eval_dataset_fn=in_memory_eval)
-    assert int(resumed.step) == 8
+    assert int(resumed.step) == 6
     with checkpointing.TrainCheckpointer(workdir, keep=3) as checkpointer:
-        assert checkpointer.all_steps() == [4, 6, 8]
+        assert checkpointer.all_steps() == [2, 4, 6]
         restored = checkpointer.restore_latest(checkpointing.abstract_like(resumed))
-    assert restored.meta["data_position"] == 8 and restored.meta["step"] == 8
+    assert restored.meta["data_position"] == 6 and restored.meta["step"] == 6
     assert restored.meta["config"]["variant"] == "full"
     for a, b in zip(jax.tree.leaves(restored.state), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -270,11 +270,31 @@ def conv_space_to_depth_matmul_vjp(
     return conv_space_to_depth(x, kernel, stride, padding, inner_conv=conv_matmul_vjp)
 
 
+# Output pixels per image up to which `conv_selective` uses the matmul backward pass.
+SELECTIVE_MAX_OUTPUT_PIXELS = 480
+
+
+def conv_selective(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+    """`conv_matmul_vjp` where it won in the per-layer micro-benchmark, XLA elsewhere.
+
+    The matmul backward pass beat XLA's on every stride-2 convolution and on the
+    low-resolution stride-1 ones (at most `SELECTIVE_MAX_OUTPUT_PIXELS` output pixels per
+    image: ResNet layers 3-4 at 192x640), and lost on the high-resolution, few-channel
+    decoder convolutions, where im2col is memory bound.
+    """
+    out_h = _output_size(x.shape[1], kernel.shape[0], stride, padding[0])
+    out_w = _output_size(x.shape[2], kernel.shape[1], stride, padding[1])
+    if stride > 1 or out_h * out_w <= SELECTIVE_MAX_OUTPUT_PIXELS:
+        return conv_matmul_vjp(x, kernel, stride, padding)
+    return conv_lax(x, kernel, stride, padding)
+
+
 VARIANTS: dict[str, ConvFn] = {
     "xla_autodiff": conv_lax,
     "matmul_vjp": conv_matmul_vjp,
     "wgrad_im2col": conv_wgrad_im2col,
     "wgrad_taps": conv_wgrad_taps,
+    "selective": conv_selective,
     "space_to_depth": conv_space_to_depth,
     "s2d+matmul_vjp": conv_space_to_depth_matmul_vjp,
 }

@@ -3,17 +3,28 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 PYTEST_ARGS ?=
+DEMO_DIR ?= demo_output
 
 .PHONY: setup test lint demo clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e .
+	@touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# The embedded default: build the synthetic pair, train the full DA model, export it,
+# evaluate on the target test split and predict a few depth maps (about 10 min on 2 cores).
+demo: $(RUNTIME_STAMP)
+	$(PY) -m damono_jax.tools.demo --config=configs/synthetic.py:full --workdir=$(DEMO_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -22,4 +33,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check damono_jax data_prep configs tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_DIR)

@@ -21,10 +21,11 @@ VARIANTS: dict[str, dict[str, bool]] = {
 }
 
 # TFDS builders of this project (data_prep/) and their configs (None: no named config).
+# Builder configs per dataset; "" admits the bare name (the builder's default config).
 KNOWN_DATASETS: dict[str, tuple[str, ...] | None] = {
     "vkitti": ("v1", "v2"),
     "cityscapes_depth": None,
-    "kitti_eigen": None,
+    "kitti_eigen": ("", "left", "stereo", "custom"),
     "synthetic_driving": ("source", "target"),
 }
 
@@ -118,7 +119,7 @@ def _check_dataset(config: Any, key: str) -> None:
     if configs is None and builder_config:
         _fail(key, f"dataset {name!r} has no config {builder_config!r}; write just {name!r}")
     if configs is not None and builder_config not in configs:
-        options = ", ".join(f"{name}/{c}" for c in configs)
+        options = ", ".join(f"{name}/{c}" if c else name for c in configs)
         _fail(key, f"dataset {value!r} needs one of the configs {options}")
 
 

@@ -64,7 +64,10 @@ def test_unknown_variant_argument():
         ("data.image_size", (192,), r"config\.data\.image_size: .* not a \(height, width\)"),
         ("data.source", "nyu_depth", r"config\.data\.source: unknown dataset 'nyu_depth'"),
         ("data.source", "vkitti/v3", r"config\.data\.source: dataset 'vkitti/v3' needs one"),
-        ("data.target", "kitti_eigen/x", r"config\.data\.target: dataset 'kitti_eigen' has no"),
+        ("data.target", "kitti_eigen/x", r"config\.data\.target: dataset 'kitti_eigen/x' needs "
+                                         r"one of the configs kitti_eigen, kitti_eigen/left"),
+        ("data.source", "cityscapes_depth/x", r"config\.data\.source: dataset 'cityscapes_depth' "
+                                              r"has no config 'x'"),
         ("data.data_dir", None, r"config\.data\.data_dir: is not set"),
         ("variant", "everything", r"config\.variant: unknown value 'everything'"),
         ("dtype", "float16", r"config\.dtype: unknown value 'float16'"),
@@ -221,3 +224,12 @@ def test_main_rejects_invalid_config_naming_the_key(tmp_path):
                             timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert result.returncode != 0
     assert "config.data.image_size: (190, 640) is not a multiple of 32" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["kitti_eigen", "kitti_eigen/left", "kitti_eigen/stereo",
+                                    "kitti_eigen/custom"])
+def test_kitti_eigen_builder_configs_are_accepted(target):
+    config = valid_config()
+    config.data.target = target
+    config.data.eval = target
+    config_utils.validate(config)

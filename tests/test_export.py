@@ -11,25 +11,14 @@ import pytest
 
 from configs import default
 from damono_jax import export
-from damono_jax.models import DAMonodepth, DepthNet
+from damono_jax.models import DAMonodepth
+from tests import helpers
 
 INPUT_SIZE = (64, 96)
 
 
 def random_depth_net_variables(seed: int = 0) -> dict:
-    """DepthNet variables with random values, built from `eval_shape` (no slow init)."""
-    images = jax.ShapeDtypeStruct((1, *INPUT_SIZE, 3), np.float32)
-    abstract = jax.eval_shape(lambda x: DepthNet().init(jax.random.key(0), x), images)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if "var" in name:
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
-        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, abstract)
+    return helpers.random_depth_net_variables(INPUT_SIZE, seed)
 
 
 def make_metadata(**overrides) -> dict:

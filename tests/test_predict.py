@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import torch
@@ -16,24 +15,14 @@ from PIL import Image
 
 from damono_jax import export, predict
 from damono_jax.models import DepthNet
+from tests import helpers
 
 INPUT_SIZE = (64, 96)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_depth_net_variables(seed: int = 0) -> dict:
-    """DepthNet variables with random values, built from `eval_shape` (no slow init)."""
-    images = jax.ShapeDtypeStruct((1, *INPUT_SIZE, 3), np.float32)
-    abstract = jax.eval_shape(lambda x: DepthNet().init(jax.random.key(0), x), images)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        if "var" in jax.tree_util.keystr(path):
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
-        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, abstract)
+    return helpers.random_depth_net_variables(INPUT_SIZE, seed)
 
 
 @pytest.fixture(scope="module")

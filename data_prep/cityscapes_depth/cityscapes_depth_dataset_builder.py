@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_prep import features
 from data_prep.cityscapes_depth import layout
 from data_prep.common import DataError, manual_dir_of, read_rgb, read_uint8_gray, read_uint16
 from data_prep.labels import cityscapes_label_ids_to_train_ids
@@ -60,18 +61,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-                "depth": tfds.features.Tensor(
-                    shape=(None, None), dtype=np.float32,
-                    encoding=tfds.features.Encoding.ZLIB,
-                ),
-                "label": tfds.features.Image(
-                    shape=(None, None, 1), dtype=np.uint8, encoding_format="png"
-                ),
-                "intrinsics": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                "name": tfds.features.Text(),
-            }),
+            features=features.labelled_features(),
             homepage="https://www.cityscapes-dataset.com/",
             citation=_CITATION,
         )

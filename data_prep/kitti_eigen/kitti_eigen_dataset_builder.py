@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from data_prep import kitti
+from data_prep import features, kitti
 from data_prep.common import DataError, read_rgb, read_uint16
 
 SPLIT_NAMES = ("train", "val", "test", "eigen_benchmark")
@@ -171,18 +171,7 @@ Config 'custom' also reads manual_dir/kitti_eigen_splits/{train,val,test,eigen_b
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                    "depth": tfds.features.Tensor(
-                        shape=(None, None),
-                        dtype=np.float32,
-                        encoding=tfds.features.Encoding.ZLIB,
-                    ),
-                    "intrinsics": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                    "name": tfds.features.Text(),
-                }
-            ),
+            features=tfds.features.FeaturesDict(features.camera_features(image_encoding="png")),
             disable_shuffling=True,
             homepage="https://www.cvlibs.net/datasets/kitti/raw_data.php",
         )

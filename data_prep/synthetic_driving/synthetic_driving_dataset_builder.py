@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-import numpy as np
 import tensorflow_datasets as tfds
 
+from data_prep import features
 from data_prep.synthetic_driving import render
 
 _DESCRIPTION = """\
@@ -90,18 +90,7 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-                "depth": tfds.features.Tensor(
-                    shape=(None, None), dtype=np.float32,
-                    encoding=tfds.features.Encoding.ZLIB,
-                ),
-                "label": tfds.features.Image(
-                    shape=(None, None, 1), dtype=np.uint8, encoding_format="png"
-                ),
-                "intrinsics": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                "name": tfds.features.Text(),
-            }),
+            features=features.labelled_features(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from data_prep import features
 from data_prep.common import DataError, manual_dir_of, read_rgb, read_uint16
 from data_prep.labels import ColorLut
 from data_prep.vkitti import layout
@@ -73,18 +74,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-                "depth": tfds.features.Tensor(
-                    shape=(None, None), dtype=np.float32,
-                    encoding=tfds.features.Encoding.ZLIB,
-                ),
-                "label": tfds.features.Image(
-                    shape=(None, None, 1), dtype=np.uint8, encoding_format="png"
-                ),
-                "intrinsics": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                "name": tfds.features.Text(),
-            }),
+            features=features.labelled_features(),
             homepage="https://europe.naverlabs.com/research/computer-vision/"
                      "proxy-virtual-worlds/",
             citation=_CITATION,

@@ -425,10 +425,14 @@ def evaluate_on_split(
     from damono_jax import evaluation  # noqa: PLC0415
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    gt_depths: list[np.ndarray] = []
-    pred_disps: list[np.ndarray] = []
+    crop = "garg" if config.data.eval.startswith("kitti_eigen") else "none"
+    # Streams: only one batch of ground truth is held at a time (KITTI val is ~1.6 GB).
+    evaluator = evaluation.Evaluator(
+        caps=(80,), crop=crop, scaling="median",
+        gt_source=f"{config.data.eval}/{config.data.eval_split}",
+    )
 
-    def flush(images: list[np.ndarray]) -> None:
+    def flush(images: list[np.ndarray], gt_depths: list[np.ndarray]) -> None:
         padded = np.zeros((EVAL_BATCH_SIZE,) + images[0].shape, np.float32)
         padded[: len(images)] = np.stack(images)
         sigma = np.asarray(jax.device_get(predict_fn(variables, jnp.asarray(padded))))
@@ -436,26 +440,24 @@ def evaluate_on_split(
             sigma[: len(images), ..., 0].astype(np.float64), config.model.min_depth,
             config.model.max_depth,
         )
-        pred_disps.extend(list(scaled_disp))
+        for gt, disp in zip(gt_depths, scaled_disp, strict=True):
+            evaluator.add(gt, disp)
 
     images: list[np.ndarray] = []
+    gt_depths: list[np.ndarray] = []
     for example in eval_examples:
         images.append(np.asarray(example["image"], np.float32))
         gt_depths.append(np.asarray(example["depth"], np.float32))
         if len(images) == EVAL_BATCH_SIZE:
-            flush(images)
-            images = []
+            flush(images, gt_depths)
+            images, gt_depths = [], []
     if images:
-        flush(images)
-    if not gt_depths:
+        flush(images, gt_depths)
+    if not evaluator.names:
         raise ValueError(
             f"config.data.eval: {config.data.eval}/{config.data.eval_split} yielded no examples"
         )
-    crop = "garg" if config.data.eval.startswith("kitti_eigen") else "none"
-    results = evaluation.evaluate(
-        gt_depths, pred_disps, cap=80, crop=crop, scaling="median",
-        gt_source=f"{config.data.eval}/{config.data.eval_split}",
-    )
+    results = evaluator.results()[80]
     return {f"val/{name}": results[name] for name in evaluation.METRIC_NAMES}
 
 

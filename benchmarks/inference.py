@@ -1,47 +1,90 @@
-"""Inference speed of the exported DepthNet: batch-1 latency and batch-16 throughput.
+"""Inference speed of DepthNet: JAX against its PyTorch twin, batch-1 latency and throughput.
 
     python -m benchmarks.inference [--export=DIR] [--height=192] [--width=640]
-        [--batch_sizes=1,16] [--num_steps=20] [--output=BENCHMARKS.md]
+        [--batch_sizes=1,16] [--num_steps=20] [--torch_compile] [--host_timing]
+        [--output=BENCHMARKS.md]
 
-Times the jitted network call of `damono_jax.export.InferenceModel` (sigmoid disparity from
-float32 NHWC images already on the device, `jax.block_until_ready`), following
-`benchmarks.timing`: warm-up calls first (compilation, timed separately as "first call"),
-then >= 20 timed calls per batch size, interleaved round-robin, median reported. Without
-`--export` the network has random weights (speed does not depend on the values). The
-table also gives XLA's FLOPs per image, the first-call (compile) time, the peak host
-memory and, with `--host_timing`, the host-to-host time of `predict_depth` on numpy input
-(what `damono_jax.predict` pays per batch besides image decoding and resizing). The
-results replace the `inference` section of `--output`.
+Variants, all with the same weights and the same random images:
+
+* `jax`: the jitted network call of `damono_jax.export.InferenceModel` (sigmoid disparity
+  of float32 NHWC images already on the device, `jax.block_until_ready`);
+* `torch_eager`: `benchmarks.torch_twin.TwinDAMonodepth(use_semantic=False,
+  use_domain_classifier=False)` - encoder + shared block + depth decoder, the inference
+  network - with the DepthNet weights copied in by `load_jax_variables`, in eval mode under
+  `torch.inference_mode()`, on an NCHW copy of the images; PyTorch's default thread count,
+  as in `benchmarks/train_step.py`;
+* `torch_compile` (with `--torch_compile`): the same twin through `torch.compile`; a
+  compilation failure is reported in the table instead of stopping the run;
+* `jax predict_depth` (with `--host_timing`): `InferenceModel.predict_depth` on host numpy
+  arrays, what `damono_jax.predict` pays per batch besides decoding and resizing.
+
+Before timing, each torch variant's scale-0 disparity must match JAX's to 1e-4 (max abs
+difference, printed), so that both sides time the same computation; otherwise the run
+stops with a `ParityError`. The twin also evaluates the output convs of scales 1-3, which
+XLA drops as dead code (well under 1% of the FLOPs).
+
+Protocol (`benchmarks.timing`): the first call of every variant is timed separately ("first
+call", JAX's includes compilation), then warm-up calls, then all variants and batch sizes
+interleaved round-robin for >= 20 calls each; median, min, IQR/median, images/s and
+"JAX/this img/s" (> 1: JAX is faster) per row, XLA's FLOPs per image, and the process's
+peak RSS over two calls of each variant. Without `--export` the weights are random (speed
+does not depend on the values). Fewer than 20 calls are allowed only for smoke runs with
+`--output=''`. The results replace the `inference` section of `--output`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import timing
-from damono_jax import export
-from damono_jax.models import DepthNet
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import timing  # noqa: E402
+from damono_jax import export  # noqa: E402
+from damono_jax.models import DepthNet  # noqa: E402
 
 SECTION_ID = "inference"
+PARITY_TOLERANCE = 1e-4
+HEADER = (
+    "batch", "input", "variant", "median ms/call", "min ms/call", "IQR/median", "images/s",
+    "JAX/this img/s", "first call s", "GFLOPs/image (XLA)", "peak host RSS",
+)
+
+
+class ParityError(ValueError):
+    """The twin's disparity differs from JAX's: the two variants compute different things."""
 
 
 def random_model(height: int, width: int) -> export.InferenceModel:
-    """An InferenceModel with random DepthNet weights (built from shapes, no init compile)."""
+    """An InferenceModel with random DepthNet weights (built from shapes, no init compile).
+
+    Kernels ~ N(0, 1/fan_in), BatchNorm scales and running variances ~ U(0.5, 1.5), other
+    leaves ~ U(-0.1, 0.1): the disparity varies across the image, so the parity check
+    against the twin compares something.
+    """
     images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
     abstract = jax.eval_shape(lambda x: DepthNet().init(jax.random.key(0), x), images)
     rng = np.random.default_rng(0)
 
     def fill(path, leaf):
-        if "var" in jax.tree_util.keystr(path):
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return rng.normal(0.0, 1.0 / np.sqrt(fan_in), leaf.shape).astype(np.float32)
+        if name in ("scale", "var"):
             return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-        return (0.05 * rng.standard_normal(leaf.shape)).astype(np.float32)
+        return rng.uniform(-0.1, 0.1, leaf.shape).astype(np.float32)
 
     variables = jax.tree_util.tree_map_with_path(fill, abstract)
     metadata = {
@@ -56,68 +99,217 @@ def random_model(height: int, width: int) -> export.InferenceModel:
     return export.InferenceModel(metadata, variables)
 
 
+def torch_device() -> Any:
+    """CUDA when JAX runs on a GPU, else CPU (like `benchmarks/train_step.py`)."""
+    import torch
+
+    device = torch.device("cuda" if jax.default_backend() == "gpu" else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("JAX runs on a GPU but torch.cuda is not available")
+    return device
+
+
+def make_twin(model: export.InferenceModel, device: Any = "cpu") -> Any:
+    """The PyTorch twin of `model.network` with its weights, in eval mode on `device`."""
+    from benchmarks import torch_twin
+
+    twin = torch_twin.TwinDAMonodepth(
+        upsample_mode=model.metadata["model"]["upsample_mode"],
+        use_semantic=False,
+        use_domain_classifier=False,
+    )
+    torch_twin.load_jax_variables(twin, model.variables)
+    return twin.to(device).eval()
+
+
+def to_torch_images(images: np.ndarray, device: Any = "cpu") -> Any:
+    """An NCHW torch copy of float32 NHWC images."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+
+
+def twin_disparity_fn(twin: Any, compile: bool = False) -> Callable[[Any], Any]:
+    """`fn(nchw_images) -> (B, H, W)` sigmoid disparity of the twin, optionally compiled."""
+    import torch
+
+    def disparity(images: Any) -> Any:
+        return twin(images)["disp"][0][:, 0]
+
+    return torch.compile(disparity, dynamic=False) if compile else disparity
+
+
+def check_parity(
+    name: str,
+    jax_disparity: np.ndarray,
+    torch_fn: Callable[[Any], Any],
+    torch_images: Any,
+    tolerance: float = PARITY_TOLERANCE,
+) -> float:
+    """Max |torch - JAX| disparity of variant `name` on the same images.
+
+    Raises:
+      ParityError: if the shapes differ, the difference exceeds `tolerance` or is not finite.
+    """
+    import torch
+
+    with torch.inference_mode():
+        actual = torch_fn(torch_images).float().cpu().numpy()
+    if actual.shape != jax_disparity.shape:
+        raise ParityError(
+            f"parity check: {name} disparity has shape {actual.shape}, JAX {jax_disparity.shape}"
+        )
+    diff = float(np.max(np.abs(actual - jax_disparity)))
+    if not diff <= tolerance:  # also catches NaN
+        raise ParityError(
+            f"parity check: {name} disparity differs from JAX's by max abs {diff:.3g} > "
+            f"{tolerance:g}; the twin does not compute the same network (weights or layers "
+            "differ), so its timing would not be comparable"
+        )
+    return diff
+
+
+def _time_variants(
+    steps: Mapping[str, Callable[[], Any]], num_steps: int
+) -> dict[str, timing.StepTimes]:
+    """`timing.time_interleaved`; below its 20-call minimum, the same loop for smoke runs."""
+    if num_steps >= timing.MIN_TIMED_STEPS:
+        return timing.time_interleaved(steps, num_steps=num_steps)
+    # Smoke run (tests, --output=''): one warm-up, too few calls for numbers to be reported.
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(num_steps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: timing.StepTimes(name, tuple(values)) for name, values in times.items()}
+
+
+def _timed_first_call(step: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+@dataclasses.dataclass
+class Results:
+    """The table rows, notes for under the table, and each torch variant's parity error."""
+
+    rows: list[list[str]]
+    notes: list[str]
+    max_abs_diff: dict[str, float]
+
+
 def run(
-    model: export.InferenceModel, height: int, width: int, batch_sizes: Sequence[int],
-    num_steps: int, host_timing: bool = False,
-) -> list[list[str]]:
-    """Measures every batch size; returns the markdown table rows."""
+    model: export.InferenceModel,
+    height: int,
+    width: int,
+    batch_sizes: Sequence[int],
+    num_steps: int,
+    *,
+    host_timing: bool = False,
+    torch_compile: bool = False,
+) -> Results:
+    """Checks parity, then times every variant and batch size in one interleaved run."""
+    import torch
+
+    device = torch_device()
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     network = export._jitted_sigmoid_disparity(model.network)
     variables = model._device_variables
     rng = np.random.default_rng(1)
-    host_images = {
-        b: rng.random((b, height, width, 3), dtype=np.float32) for b in batch_sizes
-    }
+    host_images = {b: rng.random((b, height, width, 3), dtype=np.float32) for b in batch_sizes}
     device_images = {b: jax.device_put(images) for b, images in host_images.items()}
-    first_call_s, flops = {}, {}
+    torch_images = {b: to_torch_images(images, device) for b, images in host_images.items()}
+    twin = make_twin(model, device)
+    torch_fns = {"torch_eager": twin_disparity_fn(twin)}
+    if torch_compile:
+        torch_fns["torch_compile"] = twin_disparity_fn(twin, compile=True)
+
+    def torch_step(fn: Callable[[Any], Any], batch: int) -> Callable[[], None]:
+        def step() -> None:
+            with torch.inference_mode():
+                fn(torch_images[batch])
+            synchronize()
+
+        return step
+
+    steps: dict[str, Callable[[], Any]] = {}
+    first_call_s: dict[str, float] = {}
+    flops: dict[int, float] = {}
+    failed: dict[str, str] = {}
+    notes: list[str] = []
+    max_abs_diff: dict[str, float] = {}
     for batch in batch_sizes:
         start = time.perf_counter()
         compiled = network.lower(variables, device_images[batch]).compile()
-        jax.block_until_ready(compiled(variables, device_images[batch]))
-        first_call_s[batch] = time.perf_counter() - start
+        jax_disparity = np.asarray(jax.block_until_ready(compiled(variables, device_images[batch])))
+        first_call_s[f"jax b{batch}"] = time.perf_counter() - start
         flops[batch] = timing.xla_flops(compiled)
-    device_steps = {
-        f"network b{b}": (lambda b=b: jax.block_until_ready(network(variables, device_images[b])))
-        for b in batch_sizes
-    }
-    host_steps = {
-        f"predict_depth b{b}": (lambda b=b: model.predict_depth(host_images[b]))
-        for b in batch_sizes
-        if host_timing
-    }
-    times = timing.time_interleaved({**device_steps, **host_steps}, num_steps=num_steps)
-    peak = timing.measure_host_peak_memory(
-        lambda: jax.block_until_ready(network(variables, device_images[max(batch_sizes)]))
-    )
+        steps[f"jax b{batch}"] = lambda b=batch: jax.block_until_ready(
+            network(variables, device_images[b])
+        )
+        if host_timing:
+            key = f"jax predict_depth b{batch}"
+            steps[key] = lambda b=batch: model.predict_depth(host_images[b])
+            first_call_s[key] = _timed_first_call(steps[key])
+        for name, fn in torch_fns.items():
+            key = f"{name} b{batch}"
+            step = torch_step(fn, batch)
+            try:
+                first_call_s[key] = _timed_first_call(step)  # torch.compile compiles here
+            except Exception as error:  # noqa: BLE001 - reported in the table, not hidden
+                if name == "torch_eager":
+                    raise
+                failed[key] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                notes.append(f"batch {batch}: {name} failed, not timed ({failed[key]})")
+                print(traceback.format_exc(), file=sys.stderr)
+                continue
+            diff = check_parity(f"{name} b{batch}", jax_disparity, fn, torch_images[batch])
+            max_abs_diff[name] = max(diff, max_abs_diff.get(name, 0.0))
+            print(f"parity {key}: max |disparity - JAX| = {diff:.2e}", flush=True)
+            steps[key] = step
+    for name, diff in max_abs_diff.items():
+        notes.append(
+            f"{name}: scale-0 sigmoid disparity matches JAX to max abs {diff:.1e} "
+            f"(checked <= {PARITY_TOLERANCE:g} before timing)"
+        )
+
+    times = _time_variants(steps, num_steps)
+    peaks = {key: timing.measure_host_peak_memory(step) for key, step in steps.items()}
+    variants = ["jax", *(["jax predict_depth"] if host_timing else []), *torch_fns]
     rows = []
     for batch in batch_sizes:
-        device = times[f"network b{batch}"]
-        host = times.get(f"predict_depth b{batch}")
-        rows.append([
-            str(batch),
-            f"{height}x{width}",
-            f"{device.median_s * 1e3:.1f}",
-            f"{device.min_s * 1e3:.1f}",
-            f"{device.spread:.2f}",
-            f"{batch / device.median_s:.1f}",
-            f"{host.median_s * 1e3:.1f}" if host else "not timed",
-            f"{first_call_s[batch]:.1f}",
-            f"{flops[batch] / batch / 1e9:.2f}",
-        ])
-    rows.append([
-        f"peak host RSS at b{max(batch_sizes)}", "", "", "", "", "", "", "",
-        timing.format_bytes(peak.peak_bytes),
-    ])
-    return rows
+        jax_rate = batch / times[f"jax b{batch}"].median_s
+        for name in variants:
+            key = f"{name} b{batch}"
+            cells = [str(batch), f"{height}x{width}", name]
+            if key in failed:
+                rows.append(cells + ["failed (see notes)"] + [""] * (len(HEADER) - 4))
+                continue
+            result = times[key]
+            rate = batch / result.median_s
+            rows.append(cells + [
+                f"{result.median_s * 1e3:.1f}",
+                f"{result.min_s * 1e3:.1f}",
+                f"{result.spread:.2f}",
+                f"{rate:.1f}",
+                "1.00" if name == "jax" else f"{jax_rate / rate:.2f}",
+                f"{first_call_s[key]:.1f}",
+                f"{flops[batch] / batch / 1e9:.2f}",
+                timing.format_bytes(peaks[key].peak_bytes),
+            ])
+    return Results(rows, notes, max_abs_diff)
 
 
-HEADER = (
-    "batch", "input", "median ms/call", "min ms/call", "IQR/median", "images/s",
-    "predict_depth ms (host numpy in/out)", "first call s (compile)", "GFLOPs/image (XLA)",
-)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parses the flags, measures, prints and writes the `inference` section."""
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command-line flags, checked."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", default=None, help="Export dir (default: random weights).")
     parser.add_argument("--height", type=int, default=192)
@@ -125,16 +317,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch_sizes", default="1,16")
     parser.add_argument("--num_steps", type=int, default=timing.MIN_TIMED_STEPS)
     parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file ('' = none).")
+    parser.add_argument("--torch_compile", action="store_true", help="Also time torch.compile.")
     parser.add_argument("--host_timing", action="store_true",
-                        help="Also time predict_depth on host numpy arrays (doubles the run).")
+                        help="Also time predict_depth on host numpy arrays.")
     parser.add_argument("--note", default="", help="Free text put under the table.")
     args = parser.parse_args(argv)
     try:
-        batch_sizes = [int(part) for part in args.batch_sizes.split(",")]
+        args.batch_sizes = [int(part) for part in args.batch_sizes.split(",")]
     except ValueError:
         parser.error(f"--batch_sizes={args.batch_sizes}: expected comma-separated integers")
-    if not batch_sizes or min(batch_sizes) < 1:
+    if not args.batch_sizes or min(args.batch_sizes) < 1:
         parser.error(f"--batch_sizes={args.batch_sizes}: batch sizes must be >= 1")
+    for flag in ("height", "width"):
+        value = getattr(args, flag)
+        if value <= 0 or value % export.INPUT_SIZE_MULTIPLE:
+            parser.error(
+                f"--{flag}={value}: must be a positive multiple of {export.INPUT_SIZE_MULTIPLE}"
+            )
+    if args.num_steps < 2:
+        parser.error(f"--num_steps={args.num_steps}: need >= 2 timed calls (IQR)")
+    if args.num_steps < timing.MIN_TIMED_STEPS and args.output:
+        parser.error(
+            f"--num_steps={args.num_steps}: the protocol needs >= {timing.MIN_TIMED_STEPS} "
+            f"calls to write --output={args.output}; pass --output='' for a smoke run"
+        )
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parses the flags, measures, prints and writes the `inference` section."""
+    args = parse_args(argv)
     if args.export:
         model = export.load_export(args.export)
         if model.input_size != (args.height, args.width):
@@ -145,7 +357,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
     else:
         model = random_model(args.height, args.width)
-    rows = run(model, args.height, args.width, batch_sizes, args.num_steps, args.host_timing)
+    results = run(
+        model, args.height, args.width, args.batch_sizes, args.num_steps,
+        host_timing=args.host_timing, torch_compile=args.torch_compile,
+    )
     machine = timing.machine_description()
     recorded = [
         arg for arg in (argv if argv is not None else sys.argv[1:])
@@ -153,13 +368,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     command = "python -m benchmarks.inference " + " ".join(recorded)
     body = "\n".join([
-        "## Inference (DepthNet, `benchmarks/inference.py`)",
+        "## Inference (DepthNet, `benchmarks/inference.py`): JAX vs PyTorch twin",
         "",
         f"Command: `{command.strip()}`  ",
-        f"Weights: {'export ' + args.export if args.export else 'random (speed only)'}; "
-        f"float32; {args.num_steps} timed calls per variant after warm-up, interleaved.",
+        f"Weights: {'export ' + args.export if args.export else 'random (speed only)'}, "
+        f"the same in JAX and the twin; float32; {args.num_steps} timed calls per variant "
+        "after warm-up, interleaved.",
         "",
-        timing.markdown_table(HEADER, rows),
+        timing.markdown_table(HEADER, results.rows),
+        "",
+        "JAX/this img/s > 1: JAX is faster. FLOPs are XLA's count of the JAX call (same "
+        "network in every row). Peak host RSS is the process's high-water mark over two calls "
+        "of the variant; it includes the other variants' resident buffers.",
+        "",
+        *[f"- {note}" for note in results.notes],
         "",
         "Machine: " + "; ".join(f"{key} {value}" for key, value in machine.items() if value),
         "",

@@ -5,17 +5,26 @@ DA model by default), exports the inference model, evaluates it on the target te
 the same evaluator as KITTI, and predicts depth for a few target images. Each step prints the
 stand-alone command that does the same thing. Steps whose output exists are reused, so a
 second run only repeats evaluation and prediction.
+
+`--max_examples_per_split=N` builds at most N frames per split (a quick look, and the smoke
+test in tests/test_demo.py); the default builds the full 2000/200/200. A data folder that
+already holds a build of another size is not reused silently: the run stops with an error
+naming that folder (delete it or pick another `--workdir`).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
+
+if TYPE_CHECKING:
+    from data_prep.build import BuildSummary
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -24,6 +33,10 @@ config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string("workdir", "demo_output", "Folder for data, checkpoints, logs and results.")
 flags.DEFINE_integer("num_predict_images", 4, "Target test images to predict depth for.")
+flags.DEFINE_integer(
+    "max_examples_per_split", None,
+    "Build at most this many frames per split (default: the builders' full sizes).",
+)
 
 
 def _step(number: int, title: str, command: str) -> float:
@@ -52,20 +65,77 @@ def write_sample_images(config, data_dir: str, output_dir: str, count: int) -> l
     return sorted(paths)
 
 
-def run_demo(config, workdir: str, num_predict_images: int = 4) -> dict:
-    """Runs build, train, export, evaluate and predict; returns the evaluation results."""
-    from damono_jax import evaluate, predict, train  # noqa: PLC0415
+def expected_split_sizes(
+    name: str, data_dir: str, max_examples_per_split: int | None
+) -> dict[str, int]:
+    """Examples per split that `build_dataset(name, data_dir, max_examples_per_split=...)`
+    writes: the builder config's `split_sizes`, each capped at `max_examples_per_split`."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    import data_prep  # noqa: F401, PLC0415 (registers the builders)
+
+    builder_config = tfds.builder(name, data_dir=data_dir).builder_config
+    sizes = getattr(builder_config, "split_sizes", None)
+    if sizes is None:
+        raise ValueError(
+            f"dataset {name!r}: the demo needs a builder config with split_sizes "
+            "(a synthetic_driving config)"
+        )
+    if max_examples_per_split is None:
+        return dict(sizes)
+    return {split: min(count, max_examples_per_split) for split, count in sizes.items()}
+
+
+def build_demo_dataset(
+    name: str, data_dir: str, max_examples_per_split: int | None = None
+) -> BuildSummary:
+    """Builds (or reuses) `name` in `data_dir`; returns the build summary.
+
+    Raises ValueError naming the dataset folder when it already holds a build whose split
+    sizes differ from what `max_examples_per_split` asks for (TFDS would reuse it as is).
+    """
     from data_prep import build  # noqa: PLC0415
 
+    summary = build.build_dataset(name, data_dir, max_examples_per_split=max_examples_per_split)
+    expected = expected_split_sizes(name, data_dir, max_examples_per_split)
+    found = {split: info.num_examples for split, info in summary.splits.items()}
+    if found != expected:
+        asked = ("the full builder" if max_examples_per_split is None
+                 else f"--max_examples_per_split={max_examples_per_split}")
+        raise ValueError(
+            f"{summary.dataset_dir}: holds {name} with {found} examples per split, but "
+            f"{asked} needs {expected}; delete that folder or use another --workdir"
+        )
+    return summary
+
+
+def run_demo(
+    config, workdir: str, num_predict_images: int = 4, max_examples_per_split: int | None = None
+) -> dict:
+    """Runs build, train, export, evaluate and predict; returns the evaluation results.
+
+    `max_examples_per_split` caps every split of both datasets (None = full builds).
+    """
+    from damono_jax import evaluate, predict, train  # noqa: PLC0415
+
+    if max_examples_per_split is not None and max_examples_per_split < 1:
+        raise ValueError(
+            f"--max_examples_per_split: must be >= 1, got {max_examples_per_split}"
+        )
+    if num_predict_images < 1:
+        raise ValueError(f"--num_predict_images: must be >= 1, got {num_predict_images}")
     workdir = os.path.abspath(workdir)
     data_dir = os.path.join(workdir, "data")
     train_dir = os.path.join(workdir, config.variant)
     config.data.data_dir = data_dir
 
+    limit = ("" if max_examples_per_split is None
+             else f" --max_examples_per_split={max_examples_per_split}")
     start = _step(1, "Build the synthetic source and target datasets",
-                  f"python -m data_prep.build synthetic_driving/source --data_dir={data_dir}")
+                  f"python -m data_prep.build synthetic_driving/source --data_dir={data_dir}"
+                  + limit)
     for name in sorted({config.data.source, config.data.target, config.data.eval}):
-        print(build.build_dataset(name, data_dir), flush=True)
+        print(build_demo_dataset(name, data_dir, max_examples_per_split), flush=True)
     _done(start)
 
     start = _step(2, f"Train the '{config.variant}' model ({config.num_train_steps} steps)",
@@ -116,7 +186,8 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.set_visible_devices([], "GPU")
-    run_demo(FLAGS.config, FLAGS.workdir, FLAGS.num_predict_images)
+    run_demo(FLAGS.config, FLAGS.workdir, FLAGS.num_predict_images,
+             FLAGS.max_examples_per_split)
 
 
 if __name__ == "__main__":

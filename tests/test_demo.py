@@ -1,0 +1,135 @@
+"""Smoke run of the embedded demo: build, train, export, evaluate and predict in one call.
+
+Tiny everywhere (8 frames per split, 32x96 images, batch 2, 2 train steps) so the whole
+chain runs in well under a minute on 2 CPU cores; the numbers are not meant to be good,
+only finite and consistent between what `run_demo` returns and what it writes.
+"""
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import synthetic
+from damono_jax.tools import demo
+from data_prep import build
+
+MAX_EXAMPLES = 8
+IMAGE_SIZE = (32, 96)
+NUM_PREDICT = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compilation():
+    """Cheaper XLA compilation for these tiny programs (as in test_train.py)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def smoke_config():
+    config = synthetic.get_config("full")
+    config.data.image_size = IMAGE_SIZE
+    config.data.shuffle_buffer = MAX_EXAMPLES
+    config.batch_size = 2
+    config.num_train_steps = 2
+    config.log_every_steps = 1
+    config.image_log_every_steps = 2
+    config.eval_every_steps = 2
+    config.num_eval_examples = 2
+    config.checkpoint_every_steps = 2
+    config.keep_checkpoints = 1
+    config.grl.collapse_patience = 2
+    return config
+
+
+def test_demo_builds_trains_exports_evaluates_and_predicts(tmp_path, capsys):
+    returned = demo.run_demo(
+        smoke_config(), str(tmp_path), num_predict_images=NUM_PREDICT,
+        max_examples_per_split=MAX_EXAMPLES,
+    )
+    printed = capsys.readouterr().out
+
+    for number, title in enumerate(
+        ["Build the synthetic", "Train the 'full' model (2 steps)", "Export the inference",
+         "Evaluate on the target test split", "Predict metric depth"], start=1,
+    ):
+        assert f"=== [{number}/5] {title}" in printed
+    assert "--max_examples_per_split=8" in printed
+
+    # Both datasets were built with 8 frames in each split.
+    for domain in ("source", "target"):
+        sizes = {
+            split: info.num_examples
+            for split, info in build.build_dataset(
+                f"synthetic_driving/{domain}", tmp_path / "data"
+            ).splits.items()
+        }
+        assert sizes == {"train": MAX_EXAMPLES, "val": MAX_EXAMPLES, "test": MAX_EXAMPLES}
+
+    # Evaluation: the KITTI caps on all 8 target test frames, finite, saved as returned.
+    assert returned["num_images"] == MAX_EXAMPLES
+    assert returned["step"] == 2
+    assert set(returned["results"]) == {"80", "50"}
+    for cap, metrics in returned["results"].items():
+        for name in ("abs_rel", "rmse", "a1"):
+            assert math.isfinite(metrics[name]), (cap, name, metrics[name])
+        assert metrics["abs_rel"] > 0 and metrics["rmse"] > 0
+        assert 0 <= metrics["a1"] <= 1
+        assert metrics["protocol"]["crop"] == "none"
+    eval_dir = tmp_path / "eval_target_test"
+    assert returned["output_dir"] == str(eval_dir)
+    saved = json.loads((eval_dir / "results.json").read_text())
+    assert saved == {k: v for k, v in returned.items() if k not in ("table", "output_dir")}
+    assert (eval_dir / "results.csv").is_file()
+
+    # Export: metadata for the configured input size and the last step.
+    metadata = json.loads((tmp_path / "full" / "export" / "metadata.json").read_text())
+    assert metadata["input_size"] == list(IMAGE_SIZE)
+    assert metadata["step"] == 2
+
+    # Prediction: one depth .npy, 16-bit PNG and colour PNG per sample image.
+    samples = sorted(os.listdir(tmp_path / "sample_images"))
+    assert len(samples) == NUM_PREDICT
+    stems = [name.removesuffix(".png") for name in samples]
+    predictions = tmp_path / "predictions"
+    expected = {"prediction.json"}
+    for stem in stems:
+        expected |= {f"{stem}.npy", f"{stem}_depth16.png", f"{stem}_color.png"}
+    assert set(os.listdir(predictions)) == expected
+    for stem in stems:
+        depth = np.load(predictions / f"{stem}.npy")
+        height, width = Image.open(tmp_path / "sample_images" / f"{stem}.png").size[::-1]
+        assert depth.shape == (height, width)
+        assert depth.dtype == np.float32
+        assert np.all(np.isfinite(depth)) and np.all(depth > 0)
+    assert f"predicted depth:    {predictions / (stems[0] + '_color.png')}" in printed
+
+
+@pytest.mark.parametrize("asked", [None, 3])
+def test_demo_refuses_a_data_folder_built_with_other_sizes(tmp_path, asked):
+    data_dir = tmp_path / "data"
+    summary = build.build_dataset("synthetic_driving/source", data_dir, max_examples_per_split=2)
+    expected = "full builder" if asked is None else "--max_examples_per_split=3"
+
+    with pytest.raises(ValueError, match=expected) as raised:
+        demo.run_demo(smoke_config(), str(tmp_path), max_examples_per_split=asked)
+
+    message = str(raised.value)
+    assert message.startswith(f"{summary.dataset_dir}: holds synthetic_driving/source with ")
+    assert "delete that folder or use another --workdir" in message
+    # Nothing past the check ran: the target dataset and the train dir were never made.
+    assert sorted(os.listdir(data_dir)) == ["synthetic_driving"]
+    assert "target" not in os.listdir(data_dir / "synthetic_driving")
+    assert not (tmp_path / "full").exists()
+
+
+def test_demo_rejects_a_bad_max_examples_per_split(tmp_path):
+    with pytest.raises(ValueError, match=r"--max_examples_per_split: must be >= 1, got 0"):
+        demo.run_demo(smoke_config(), str(tmp_path), max_examples_per_split=0)
+    assert not (tmp_path / "data").exists()

@@ -22,7 +22,6 @@ import datetime
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +30,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# Re-exported: every benchmark writes its tables through `timing`.
+from damono_jax.tools.markdown import markdown_table, write_markdown_section  # noqa: F401
 
 MIN_TIMED_STEPS = 20
 _PROC_STATUS = Path("/proc/self/status")
@@ -294,61 +296,6 @@ def format_bytes(num_bytes: int | None) -> str:
     if num_bytes >= 1 << 30:
         return f"{num_bytes / (1 << 30):.2f} GiB"
     return f"{num_bytes / (1 << 20):.0f} MiB"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub markdown table."""
-    for index, row in enumerate(rows):
-        if len(row) != len(header):
-            raise ValueError(
-                f"markdown_table: row {index} has {len(row)} cells, header {len(header)}"
-            )
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_markdown_section(path: str | os.PathLike[str], section_id: str, body: str) -> None:
-    """Puts `body` between `<!-- section_id:begin -->` / `:end -->` markers in `path`.
-
-    An existing section with the same id is replaced, anything else in the file is kept
-    as is, and a missing file is created. The file is replaced atomically (temporary file
-    + rename), so a crash never leaves it half-written.
-
-    Raises:
-      ValueError: if the file holds a begin marker without its end marker (or the reverse,
-        or either twice): the file was edited by hand and must be fixed first.
-    """
-    path = Path(path)
-    begin, end = f"<!-- {section_id}:begin -->", f"<!-- {section_id}:end -->"
-    block = f"{begin}\n{body.rstrip()}\n{end}\n"
-    text = path.read_text() if path.exists() else ""
-    begin_count, end_count = text.count(begin), text.count(end)
-    if (begin_count, end_count) == (0, 0):
-        separator = (
-            "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-        )
-        new_text = text + separator + block
-    elif (begin_count, end_count) == (1, 1) and text.index(begin) < text.index(end):
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        new_text = head + block + ("\n" + tail if tail else "")
-    else:
-        raise ValueError(
-            f"{path}: section markers for {section_id!r} are unbalanced "
-            f"({begin_count} begin, {end_count} end); fix the file by hand"
-        )
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as tmp:
-        tmp_path = Path(tmp.name)
-        try:
-            tmp.write(new_text)
-        except BaseException:
-            tmp.close()
-            tmp_path.unlink()
-            raise
-    os.replace(tmp_path, path)
 
 
 def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:

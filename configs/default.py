@@ -43,7 +43,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.encoder_init = "scratch"  # or a path to a torchvision resnet18 .pth file
     config.model.shared_block_grad = "mean"  # "mean" (paper) or "sum"
     config.model.discriminator_features = (256, 128)  # PatchGAN widths after the input conv
-    config.model.min_depth = 0.1  # disp_to_depth range (Monodepth2)
+    # disp_to_depth range: depth = 1 / (1/max_depth + (1/min_depth - 1/max_depth) * sigmoid).
+    # Supervised training needs the GT's sigmoid targets away from 0: with Monodepth2's 0.1 m,
+    # 5-80 m maps to sigmoid 0.0003-0.019, SSIM's constants swamp the signal and the output
+    # collapsed to sigmoid 0 (depth 100 m everywhere) within 40 steps on synthetic_driving;
+    # 1 m maps it to 0.003-0.19 and trains (README, "Depth range"). Use 0.1 for Monodepth2 weights.
+    config.model.min_depth = 1.0
     config.model.max_depth = 100.0
 
     # ---------------------------------------------------------------- loss

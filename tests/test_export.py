@@ -112,7 +112,7 @@ def test_export_from_train_state_and_saved_model_parity(images, tmp_path):
     model = export.load_export(export_dir)
     metadata = model.metadata
     assert metadata["step"] == 123 and metadata["input_size"] == list(INPUT_SIZE)
-    assert (metadata["min_depth"], metadata["max_depth"]) == (0.1, 100.0)
+    assert (metadata["min_depth"], metadata["max_depth"]) == (1.0, 100.0)
     assert metadata["class_names"][:2] == ["road", "sidewalk"]
     assert len(metadata["class_names"]) == 19
     assert metadata["source_dataset"] == "vkitti/v1"

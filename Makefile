@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-test
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_output
+ABLATION_DIR ?= ablation_output
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo ablation clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,12 @@ setup: $(STAMP)
 demo: $(RUNTIME_STAMP)
 	$(PY) -m damono_jax.tools.demo --config=configs/synthetic.py:full --workdir=$(DEMO_DIR)
 
+# The synthetic miniature of the paper's Table 3: baseline, +seg and +seg+DA, 3 seeds each;
+# writes docs/ablation_synthetic.md. Finished runs are reused, so a killed run can be restarted.
+ablation: $(RUNTIME_STAMP)
+	$(PY) -m damono_jax.tools.ablation --config=configs/synthetic_ablation.py \
+		--workdir=$(ABLATION_DIR) --output=docs/ablation_synthetic.md
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -33,4 +40,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check damono_jax data_prep configs tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_DIR)
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_DIR) $(ABLATION_DIR)

@@ -64,7 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.grl.schedule = "dann"  # "dann": 2 / (1 + exp(-gamma p)) - 1, or "constant"
     config.grl.gamma = 10.0
     config.grl.max_scale = 1.0
-    config.grl.collapse_patience = 200  # steps at acc >= 0.99 or loss ~ ln 2 before a warning
+    # Steps a collapse must hold before a warning: classifier acc >= 0.99 or loss ~ ln 2 (GRL),
+    # or a constant depth output (train.DepthCollapseMonitor, every variant).
+    config.grl.collapse_patience = 200
 
     # ----------------------------------------------------------- optimiser
     config.optim = ml_collections.ConfigDict()

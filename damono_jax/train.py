@@ -41,6 +41,8 @@ CHECKED_TERMS = ("depth", "seg", "adv", "total")
 ADV_LOSS_COLLAPSE_TOLERANCE = 0.01
 # The classifier counts as "winning" at this mean domain accuracy.
 DOMAIN_ACCURACY_COLLAPSE = 0.99
+# Below this mean per-image std of the scale-0 sigmoid disparity the depth output is constant.
+DEPTH_COLLAPSE_STD = 1e-5
 # Images per image summary.
 NUM_SUMMARY_IMAGES = 4
 # Images per network call during validation (the last batch is zero-padded).
@@ -72,6 +74,7 @@ class TrainMetrics(metrics.Collection):
     adv_loss: metrics.Average.from_output("adv_loss")
     domain_acc_source: metrics.Average.from_output("domain_acc_source")
     domain_acc_target: metrics.Average.from_output("domain_acc_target")
+    disp_std: metrics.Average.from_output("disp_std")
     grl_scale: metrics.LastValue.from_output("grl_scale")
     learning_rate: metrics.LastValue.from_output("learning_rate")
 
@@ -79,7 +82,7 @@ class TrainMetrics(metrics.Collection):
 def variant_metric_names(variant: str) -> tuple[str, ...]:
     """The metric names that mean something for a variant (others are always 0)."""
     flags = config_utils.variant_flags(variant)
-    names = ["loss", "depth_loss", "learning_rate"]
+    names = ["loss", "depth_loss", "disp_std", "learning_rate"]
     if flags["use_semantic"]:
         names.append("seg_loss")
     if flags["use_domain_classifier"]:
@@ -231,6 +234,9 @@ def train_step(
             rngs={"dropout": step_rng},
         )
         terms = losses.compute_loss_terms(outputs, batch, config)
+        # Per-image spread of the full-resolution disparity: ~0 when the output collapsed.
+        disp = outputs["disp"][0].astype(jnp.float32)
+        terms["disp_std"] = jax.lax.stop_gradient(jnp.mean(jnp.std(disp, axis=(1, 2, 3))))
         return terms["total"], (terms, updates["batch_stats"])
 
     grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -244,6 +250,7 @@ def train_step(
         adv_loss=terms["adv"],
         domain_acc_source=terms["domain_acc_source"],
         domain_acc_target=terms["domain_acc_target"],
+        disp_std=terms["disp_std"],
         grl_scale=jnp.asarray(grl_scale, jnp.float32),
         learning_rate=jnp.asarray(lr_schedule(state.step), jnp.float32),
     )
@@ -340,6 +347,36 @@ class CollapseMonitor:
                     )
                 logging.warning(message)
                 self.warnings.append(message)
+
+
+class DepthCollapseMonitor:
+    """Warns when the depth output is constant (every image, every pixel the same disparity).
+
+    The known cause is a sigmoid saturated at 0 or 1: supervised targets squeezed near 0 by a
+    too small `config.model.min_depth` (0.1 m collapsed in 40 steps on synthetic_driving) or
+    a too large learning rate. Once saturated the gradient vanishes and training cannot
+    recover, so the warning comes after `patience_steps` and names what to change.
+    """
+
+    def __init__(self, patience_steps: int, log_every_steps: int):
+        self.required_logs = max(1, math.ceil(patience_steps / log_every_steps))
+        self._streak = 0
+        self.warnings: list[str] = []
+
+    def update(self, step: int, disp_std: float, min_depth: float, learning_rate: float) -> None:
+        """Feeds one logged step's mean disparity spread; logs (and records) a warning."""
+        self._streak = self._streak + 1 if disp_std < DEPTH_COLLAPSE_STD else 0
+        if self._streak == self.required_logs:
+            message = (
+                f"step {step}: depth collapse: the disparity output is constant (mean per-image "
+                f"std {disp_std:.2e} < {DEPTH_COLLAPSE_STD:g}) for {self.required_logs} logged "
+                "steps; its sigmoid is saturated and cannot recover. Restart with a larger "
+                f"config.model.min_depth (now {min_depth:g} m; the supervised targets must not "
+                f"sit near sigmoid 0) or a smaller config.optim.learning_rate (now "
+                f"{learning_rate:g})"
+            )
+            logging.warning(message)
+            self.warnings.append(message)
 
 
 def predict_disparity(model: models.DAMonodepth, variables: Any, images: jax.Array) -> jax.Array:
@@ -537,6 +574,7 @@ def train_and_evaluate(
         every_steps=config.log_every_steps, every_secs=None,
     )
     monitor = CollapseMonitor(config.grl.collapse_patience, config.log_every_steps)
+    depth_monitor = DepthCollapseMonitor(config.grl.collapse_patience, config.log_every_steps)
     logged_names = variant_metric_names(config.variant)
     last_saved = checkpointer.latest_step()
     accumulated: TrainMetrics | None = None
@@ -589,6 +627,8 @@ def train_and_evaluate(
                 writer.write_scalars(
                     step, {f"train/{k}": v for k, v in computed.items() if k in logged_names}
                 )
+                depth_monitor.update(step, computed["disp_std"], config.model.min_depth,
+                                     config.optim.learning_rate)
                 if model.use_domain_classifier:
                     monitor.update(step, computed["adv_loss"], computed["domain_acc_source"],
                                    computed["domain_acc_target"])

@@ -172,6 +172,22 @@ def test_collapse_monitor_warns_after_patience():
     assert len(monitor.warnings) == 2  # the streak was broken at step 80
 
 
+def test_depth_collapse_monitor_warns_after_patience_and_names_the_fix():
+    monitor = train.DepthCollapseMonitor(patience_steps=20, log_every_steps=10)  # 2 logged steps
+    monitor.update(10, disp_std=0.05, min_depth=0.1, learning_rate=3e-4)
+    monitor.update(20, disp_std=0.0, min_depth=0.1, learning_rate=3e-4)
+    assert monitor.warnings == []
+    monitor.update(30, disp_std=2e-6, min_depth=0.1, learning_rate=3e-4)
+    assert len(monitor.warnings) == 1
+    assert monitor.warnings[0].startswith(
+        "step 30: depth collapse: the disparity output is constant"
+    )
+    assert "config.model.min_depth (now 0.1 m" in monitor.warnings[0]
+    assert "config.optim.learning_rate (now 0.0003)" in monitor.warnings[0]
+    monitor.update(40, disp_std=0.0, min_depth=0.1, learning_rate=3e-4)  # same streak
+    assert len(monitor.warnings) == 1
+
+
 # ----------------------------------------------------------------------------- with the model
 
 
@@ -232,6 +248,7 @@ def test_short_run_lowers_the_loss(full_setup):
     for step in range(8):
         state, _, terms = step_fn(state, batch, np.float32(0.1 * step))
         totals.append(float(terms["total"]))
+        assert 0.0 < float(terms["disp_std"]) < 0.5  # sigmoid spread: neither constant nor absurd
         assert train.first_nonfinite_term(step + 1, jax.device_get(terms)) is None
     assert int(state.step) == 8
     assert totals[-1] < 0.8 * totals[0], totals

@@ -172,19 +172,10 @@ def check_parity(
 def _time_variants(
     steps: Mapping[str, Callable[[], Any]], num_steps: int
 ) -> dict[str, timing.StepTimes]:
-    """`timing.time_interleaved`; below its 20-call minimum, the same loop for smoke runs."""
+    """`timing.time_interleaved`; below its 20-call minimum a smoke run with one warm-up."""
     if num_steps >= timing.MIN_TIMED_STEPS:
         return timing.time_interleaved(steps, num_steps=num_steps)
-    # Smoke run (tests, --output=''): one warm-up, too few calls for numbers to be reported.
-    for step in steps.values():
-        step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(num_steps):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: timing.StepTimes(name, tuple(values)) for name, values in times.items()}
+    return timing.time_interleaved(steps, num_warmup=1, num_steps=num_steps, smoke=True)
 
 
 def _timed_first_call(step: Callable[[], Any]) -> float:

@@ -68,22 +68,27 @@ def time_interleaved(
     *,
     num_warmup: int = 3,
     num_steps: int = MIN_TIMED_STEPS,
+    smoke: bool = False,
 ) -> dict[str, StepTimes]:
     """Times each callable `num_steps` times, interleaving the variants round-robin.
 
     Each callable must run one complete step and block until the device has finished
     (wrap JAX calls with `jax.block_until_ready`, CUDA torch calls with
     `torch.cuda.synchronize`). All variants get `num_warmup` untimed calls first.
+    `smoke=True` allows fewer than 20 timed calls, for tests and runs whose numbers are
+    never reported.
 
     Raises:
-      ValueError: if `steps` is empty, or `num_steps` < 20 (the protocol's minimum), or
-        `num_warmup` < 1 (the first call compiles and must never be timed).
+      ValueError: if `steps` is empty, or `num_steps` < 20 (the protocol's minimum) without
+        `smoke`, or `num_steps` < 1, or `num_warmup` < 1 (the first call compiles and must
+        never be timed).
     """
     if not steps:
         raise ValueError("time_interleaved: `steps` is empty; pass at least one variant")
-    if num_steps < MIN_TIMED_STEPS:
+    if num_steps < (1 if smoke else MIN_TIMED_STEPS):
         raise ValueError(
             f"time_interleaved: num_steps={num_steps}; the protocol needs >= {MIN_TIMED_STEPS}"
+            + (" (>= 1 for a smoke run)" if smoke else "")
         )
     if num_warmup < 1:
         raise ValueError(f"time_interleaved: num_warmup={num_warmup}; need >= 1 (compilation)")

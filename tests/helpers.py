@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from damono_jax.models import DepthNet
 
@@ -24,3 +25,16 @@ def random_depth_net_variables(input_size: tuple[int, int], seed: int = 0) -> di
         return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compilation():
+    """Cheaper XLA compilation for tiny programs (as flax's examples' tests do).
+
+    Import it into a test module (`from tests.helpers import fast_compilation`) to apply it
+    to every test there.
+    """
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)

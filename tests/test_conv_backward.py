@@ -82,6 +82,10 @@ def test_time_interleaved_protocol_and_errors():
     assert len(result["a"].times_s) == 20 and result["a"].median_s >= 0
     with pytest.raises(ValueError, match="num_steps=5; the protocol needs >= 20"):
         timing.time_interleaved({"a": lambda: None}, num_steps=5)
+    smoke = timing.time_interleaved({"a": lambda: None}, num_warmup=1, num_steps=2, smoke=True)
+    assert len(smoke["a"].times_s) == 2
+    with pytest.raises(ValueError, match=r"num_steps=0; .* \(>= 1 for a smoke run\)"):
+        timing.time_interleaved({"a": lambda: None}, num_steps=0, smoke=True)
     with pytest.raises(ValueError, match="`steps` is empty"):
         timing.time_interleaved({})
 

@@ -9,7 +9,6 @@ import json
 import math
 import os
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,19 +16,11 @@ from PIL import Image
 from configs import synthetic
 from damono_jax.tools import demo
 from data_prep import build
+from tests.helpers import fast_compilation  # noqa: F401 (autouse fixture)
 
 MAX_EXAMPLES = 8
 IMAGE_SIZE = (32, 96)
 NUM_PREDICT = 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compilation():
-    """Cheaper XLA compilation for these tiny programs (as in test_train.py)."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
 
 
 def smoke_config():

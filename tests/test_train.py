@@ -19,19 +19,11 @@ import pytest
 
 from configs import synthetic
 from damono_jax import checkpointing, losses, models, schedules, train
+from tests.helpers import fast_compilation  # noqa: F401 (autouse fixture)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
 BATCH = 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compilation():
-    """Cheaper XLA compilation for these tiny programs (as flax's examples' tests do)."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
 
 
 def tiny_config(variant: str = "full", **overrides):

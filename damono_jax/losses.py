@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from damono_jax import geometry
+from damono_jax.models.upsample import upsample_bilinear_to
 
 IGNORE_LABEL = 255
 SSIM_C1 = 0.01**2
@@ -96,9 +97,11 @@ def gt_disparity(gt_depth: Array, mask: Array, min_depth: float, max_depth: floa
 
 
 def upsample_to(x: Array, height: int, width: int) -> Array:
-    """Bilinear resize of NHWC `x` to (height, width), torch `align_corners=False` semantics."""
-    batch, _, _, channels = x.shape
-    return jax.image.resize(x, (batch, height, width, channels), method="linear")
+    """Bilinear upsampling of NHWC `x` to (height, width), torch `align_corners=False`.
+
+    Every scale's output is an integer fraction of the input size (sizes are multiples of 32).
+    """
+    return upsample_bilinear_to(x, height, width)
 
 
 def disparity_supervision_loss(

@@ -440,3 +440,40 @@ def test_initialisers_follow_pytorch():
     np.testing.assert_array_equal(
         np.asarray(variables["batch_stats"]["bn1"]["mean"]), np.zeros(512, np.float32)
     )
+
+
+@pytest.mark.parametrize(
+    "shape, factors",
+    [
+        ((2, 3, 5, 4), (2, 2)),
+        ((1, 6, 10, 19), (8, 8)),
+        ((2, 4, 7, 1), (4, 2)),
+        ((1, 1, 1, 3), (2, 2)),
+    ],
+)
+def test_upsample_bilinear_equals_jax_image_resize_and_torch(shape, factors):
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    from damono_jax.models.upsample import upsample_bilinear  # noqa: PLC0415
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out_shape = (shape[0], shape[1] * factors[0], shape[2] * factors[1], shape[3])
+    ours = np.asarray(upsample_bilinear(jnp.asarray(x), *factors))
+    reference = np.asarray(jax.image.resize(jnp.asarray(x), out_shape, "linear"))
+    torch_out = F.interpolate(
+        torch.from_numpy(x).permute(0, 3, 1, 2), size=out_shape[1:3], mode="bilinear",
+        align_corners=False,
+    ).permute(0, 2, 3, 1).numpy()
+    assert ours.shape == out_shape
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+    np.testing.assert_allclose(ours, torch_out, atol=1e-6)
+
+
+def test_upsample_bilinear_rejects_bad_factors():
+    from damono_jax.models.upsample import upsample_bilinear, upsample_bilinear_to  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="factor_w must be a positive int, got 0"):
+        upsample_bilinear(jnp.zeros((1, 2, 2, 1)), 2, 0)
+    with pytest.raises(ValueError, match="12x20 is not an integer multiple of the input 8x10"):
+        upsample_bilinear_to(jnp.zeros((1, 8, 10, 1)), 12, 20)

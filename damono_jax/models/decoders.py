@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from damono_jax.models.upsample import upsample_bilinear
+
 DECODER_CHANNELS = (16, 32, 64, 128, 256)
 UPSAMPLE_MODES = ("bilinear", "nearest")
 NUM_SCALES = 4
@@ -29,8 +31,7 @@ def upsample2x(x: jax.Array, mode: str) -> jax.Array:
     if mode == "nearest":
         return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
     if mode == "bilinear":
-        batch, height, width, channels = x.shape
-        return jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "linear")
+        return upsample_bilinear(x, 2, 2)
     raise ValueError(f"upsample mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
 
 

@@ -48,7 +48,8 @@ def test_paper_settings():
     assert config.data.image_size == (192, 640) and config.data.max_depth == 80.0
     assert config.optim.learning_rate == 1e-4 and config.loss.l1_weight == 0.15
     assert cityscapes.get_config().data.source == "cityscapes_depth"
-    assert synthetic.get_config().data.image_size == (96, 320)
+    assert synthetic.get_config().data.image_size == (64, 224)
+    assert synthetic.get_config().batch_size == 8
 
 
 def test_unknown_variant_argument():

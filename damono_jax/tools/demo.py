@@ -133,7 +133,7 @@ def run_demo(
              else f" --max_examples_per_split={max_examples_per_split}")
     start = _step(1, "Build the synthetic source and target datasets",
                   f"python -m data_prep.build synthetic_driving/source --data_dir={data_dir}"
-                  + limit)
+                  f"{limit}  (and synthetic_driving/target)")
     for name in sorted({config.data.source, config.data.target, config.data.eval}):
         print(build_demo_dataset(name, data_dir, max_examples_per_split), flush=True)
     _done(start)

@@ -34,16 +34,6 @@ from damono_jax import config_utils
 from damono_jax.tools import markdown
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", "configs/synthetic_ablation.py", "Training configuration shared by every run.",
-    lock_config=True,
-)
-flags.DEFINE_string("workdir", "ablation_output", "Folder for data, runs and results.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: WORKDIR/data, built if missing).")
-flags.DEFINE_list("variants", ["baseline", "seg", "full"], "Variants to train.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (config.seed) per variant.")
-flags.DEFINE_string("output", "docs/ablation_synthetic.md", "Markdown file ('' = none).")
-
 SECTION_ID = "ablation"
 VARIANT_TITLES = {
     "baseline": "Baseline (source img. + depth)",
@@ -285,5 +275,20 @@ def main(argv: list[str]) -> None:
         print(f"\nwrote section '{SECTION_ID}' of {FLAGS.output}")
 
 
+def define_flags() -> None:
+    """Defines this CLI's absl flags (only when run as a program: the tools share names)."""
+    config_flags.DEFINE_config_file(
+        "config", "configs/synthetic_ablation.py", "Training configuration shared by every run.",
+        lock_config=True,
+    )
+    flags.DEFINE_string("workdir", "ablation_output", "Folder for data, runs and results.")
+    flags.DEFINE_string("data_dir", None,
+                        "TFDS data_dir (default: WORKDIR/data, built if missing).")
+    flags.DEFINE_list("variants", ["baseline", "seg", "full"], "Variants to train.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (config.seed) per variant.")
+    flags.DEFINE_string("output", "docs/ablation_synthetic.md", "Markdown file ('' = none).")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

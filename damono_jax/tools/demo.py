@@ -27,16 +27,6 @@ if TYPE_CHECKING:
     from data_prep.build import BuildSummary
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", "configs/synthetic.py:full", "Training configuration (a synthetic variant).",
-    lock_config=True,
-)
-flags.DEFINE_string("workdir", "demo_output", "Folder for data, checkpoints, logs and results.")
-flags.DEFINE_integer("num_predict_images", 4, "Target test images to predict depth for.")
-flags.DEFINE_integer(
-    "max_examples_per_split", None,
-    "Build at most this many frames per split (default: the builders' full sizes).",
-)
 
 
 def _step(number: int, title: str, command: str) -> float:
@@ -190,5 +180,21 @@ def main(argv: list[str]) -> None:
              FLAGS.max_examples_per_split)
 
 
+def define_flags() -> None:
+    """Defines this CLI's absl flags (only when run as a program: the tools share names)."""
+    config_flags.DEFINE_config_file(
+        "config", "configs/synthetic.py:full", "Training configuration (a synthetic variant).",
+        lock_config=True,
+    )
+    flags.DEFINE_string("workdir", "demo_output",
+                        "Folder for data, checkpoints, logs and results.")
+    flags.DEFINE_integer("num_predict_images", 4, "Target test images to predict depth for.")
+    flags.DEFINE_integer(
+        "max_examples_per_split", None,
+        "Build at most this many frames per split (default: the builders' full sizes).",
+    )
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

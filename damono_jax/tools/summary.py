@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
+from absl import app, flags
 from ml_collections import config_flags
 
 from damono_jax.models import DAMonodepth, DepthNet
@@ -22,11 +22,6 @@ from damono_jax.models import DAMonodepth, DepthNet
 PARTS = ("encoder", "shared_block", "depth_decoder", "semantic_decoder", "domain_classifier")
 PAPER_TABLE5_PARAMETERS = 21_500_000  # DA-Monodepth, paper Table 5 ("21.5M")
 _DUMMY_SIZE = 64
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training configuration file (configs/*.py).", lock_config=True
-)
-
 
 def _count(tree: Any) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
@@ -74,11 +69,19 @@ def format_table(counts: dict[str, int], variant: str) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = _CONFIG.value
+    config = flags.FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/default.py")
     print(format_table(parameter_counts(config), config.variant))
 
 
+def define_flags() -> None:
+    """Defines this CLI's absl flags (only when run as a program: the tools share names)."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Training configuration file (configs/*.py).", lock_config=True
+    )
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -23,6 +23,7 @@ PARTS = ("encoder", "shared_block", "depth_decoder", "semantic_decoder", "domain
 PAPER_TABLE5_PARAMETERS = 21_500_000  # DA-Monodepth, paper Table 5 ("21.5M")
 _DUMMY_SIZE = 64
 
+
 def _count(tree: Any) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 

@@ -241,7 +241,7 @@ def test_errors_name_the_problem(data_dir, tmp_path):
         input_pipeline.create_train_iterator(make_config(empty))
     message = str(error.value)
     assert "'synthetic_driving/source' is not built in " + empty in message
-    assert os.path.join(empty, "synthetic_driving", "source", "1.0.0") in message
+    assert os.path.join(empty, "synthetic_driving", "source", "1.1.0") in message
     assert f"python -m data_prep.build synthetic_driving/source --data_dir={empty}" in message
     with pytest.raises(ValueError, match="config.batch_size: 3 is not a positive multiple of "
                                          "the process count 2"):

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 import data_prep  # noqa: F401  (registers the builders)
 from data_prep.synthetic_driving import render, world
+from data_prep.synthetic_driving import synthetic_driving_dataset_builder as builder_module
 from data_prep.synthetic_driving.synthetic_driving_dataset_builder import SyntheticDrivingConfig
 
 HEIGHT, WIDTH = 96, 320
@@ -202,3 +203,17 @@ def test_builds_are_byte_identical_and_round_trip(tmp_path):
         for key in ("image", "depth", "label", "intrinsics"):
             assert example[key].dtype == expected[key].dtype, key
             np.testing.assert_array_equal(example[key], expected[key], err_msg=key)
+
+
+def test_parallel_rendering_gives_the_serial_examples_in_order():
+    count = builder_module.SERIAL_EXAMPLES + 5  # 5 rendered by the worker pool
+    serial = list(builder_module.render_examples("target", 3, "val", count, 24, 80,
+                                                 processes=1))
+    parallel = list(builder_module.render_examples("target", 3, "val", count, 24, 80,
+                                                   processes=2))
+    assert [e["name"] for e in parallel] == [render.example_name("val", i) for i in range(count)]
+    for a, b in zip(serial, parallel, strict=True):
+        for key in ("image", "depth", "label", "intrinsics"):
+            np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(ValueError, match="processes must be >= 1, got 0"):
+        next(builder_module.render_examples("target", 3, "val", 1, 24, 80, processes=0))

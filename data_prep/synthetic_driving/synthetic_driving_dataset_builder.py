@@ -11,6 +11,9 @@ never pairs them: the input pipeline shuffles the two streams independently.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import multiprocessing
+import os
 from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
@@ -31,6 +34,45 @@ haze, white balance, exposure and gamma changes, blur, vignetting and sensor noi
 Example i of split s is a pure function of (seed, s, i).
 """
 
+# The first examples of a split are rendered in the builder's process; the rest by a pool of
+# one worker process per available CPU (rendering is pure numpy, ~14 ms per source and
+# ~32 ms per target frame at 96x320 on one core). Small builds, such as the tests'
+# `max_examples_per_split` builds, so never pay the workers' start-up (~1.5 s).
+SERIAL_EXAMPLES = 64
+RENDER_CHUNK_SIZE = 8
+
+
+def render_processes() -> int:
+    """Worker processes for rendering: the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def render_examples(
+    domain: str, seed: int, split: str, count: int, height: int, width: int,
+    processes: int | None = None,
+) -> Iterator[dict]:
+    """Examples 0..count-1 of `split` in order; the same whatever `processes` is.
+
+    `processes` (default `render_processes()`) > 1 renders the examples after the first
+    `SERIAL_EXAMPLES` in that many spawned worker processes.
+    """
+    processes = render_processes() if processes is None else processes
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    render_one = functools.partial(
+        render.render_example, domain, seed, split, height=height, width=width
+    )
+    serial = count if processes == 1 else min(count, SERIAL_EXAMPLES)
+    for index in range(serial):
+        yield render_one(index)
+    if serial == count:
+        return
+    # "spawn": the builder's process has TensorFlow's threads running, which fork would copy
+    # in an undefined state. Leaving the `with` (also when the consumer stops early)
+    # terminates the workers.
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        yield from pool.imap(render_one, range(serial, count), chunksize=RENDER_CHUNK_SIZE)
+
 
 @dataclasses.dataclass(eq=False)
 class SyntheticDrivingConfig(tfds.core.BuilderConfig):
@@ -40,7 +82,7 @@ class SyntheticDrivingConfig(tfds.core.BuilderConfig):
     height: int = 96
     width: int = 320
     seed: int = 0
-    num_train: int = 2000
+    num_train: int = 1000
     num_val: int = 200
     num_test: int = 200
 
@@ -71,8 +113,12 @@ class SyntheticDrivingConfig(tfds.core.BuilderConfig):
 class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
     """Synthetic road scenes with exact depth and Cityscapes train-id labels."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release (train split of 2000 frames).",
+        "1.1.0": "Train split of 1000 frames (the demo's 150 steps of batch 4 read 600); "
+                 "rendering in worker processes. Examples 0-999 equal 1.0.0's.",
+    }
     BUILDER_CONFIGS = [
         SyntheticDrivingConfig(
             name="source", domain="source",
@@ -102,8 +148,7 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, count: int) -> Iterator[tuple[str, dict]]:
         config = self.builder_config
-        for index in range(count):
-            example = render.render_example(
-                config.domain, config.seed, split, index, config.height, config.width
-            )
+        for example in render_examples(
+            config.domain, config.seed, split, count, config.height, config.width
+        ):
             yield example["name"], example

@@ -90,20 +90,44 @@ def _write_json(path: str, record: Mapping[str, Any]) -> None:
     os.replace(temporary, path)
 
 
+# Settings that do not change the trained weights (where the data lives).
+IGNORED_SETTINGS = ("data.data_dir",)
+
+
+def run_settings(config: Any) -> dict[str, Any]:
+    """The run's flattened config (`config_utils.flatten_for_hparams`) as stored in run.json."""
+    flat = config_utils.flatten_for_hparams(config)
+    return {key: flat[key] for key in sorted(flat) if key not in IGNORED_SETTINGS}
+
+
+def settings_differences(stored: Mapping[str, Any] | None, current: Mapping[str, Any]
+                         ) -> list[str]:
+    """`"key: stored -> current"` for each setting that differs (all of them if none stored)."""
+    if stored is None:
+        return ["no config recorded (written by an older version)"]
+    keys = sorted(set(stored) | set(current))
+    return [
+        f"{key}: {stored.get(key, '<missing>')!r} -> {current.get(key, '<missing>')!r}"
+        for key in keys if stored.get(key, "<missing>") != current.get(key, "<missing>")
+    ]
+
+
 def train_and_score(config: Any, run_dir: str) -> dict[str, Any]:
     """Trains one run (resuming), exports it, evaluates both domains; writes run.json."""
     from damono_jax import evaluate, train  # noqa: PLC0415
 
     record_path = os.path.join(run_dir, "run.json")
+    settings = run_settings(config)
     if os.path.exists(record_path):
         with open(record_path) as handle:
             record = json.load(handle)
-        if record.get("num_train_steps") == config.num_train_steps:
+        differences = settings_differences(record.get("config"), settings)
+        if not differences:
             logging.info("Reusing %s.", record_path)
             return record
         raise ValueError(
-            f"{record_path}: trained for {record.get('num_train_steps')} steps but the config "
-            f"asks for {config.num_train_steps}; use another --workdir or delete {run_dir}"
+            f"{record_path}: was trained with other settings ({'; '.join(differences)}); "
+            f"use another --workdir or delete {run_dir}"
         )
     start = time.perf_counter()
     train.train_and_evaluate(config, run_dir)
@@ -122,6 +146,7 @@ def train_and_score(config: Any, run_dir: str) -> dict[str, Any]:
         "variant": config.variant,
         "seed": int(config.seed),
         "num_train_steps": int(config.num_train_steps),
+        "config": settings,
         "train_seconds": round(train_s, 1),
         "results": results,
         "final_train": last_train_scalars(run_dir),

@@ -1,0 +1,50 @@
+"""Tests of the ablation tool's bookkeeping (the training itself is covered by test_demo)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from configs import synthetic_ablation
+from damono_jax.tools import ablation
+
+
+def test_run_settings_drop_the_data_dir_and_keep_the_schedule():
+    config = ablation.run_config(synthetic_ablation.get_config(), "seg", 2)
+    config.data.data_dir = "/somewhere"
+    settings = ablation.run_settings(config)
+    assert "data.data_dir" not in settings
+    assert settings["variant"] == "seg"
+    assert settings["seed"] == 2
+    assert settings["batch_size"] == 4
+    assert settings["num_train_steps"] == 150
+    assert list(settings) == sorted(settings)
+
+
+def test_settings_differences_name_each_changed_key():
+    stored = {"batch_size": 8, "seed": 0, "optim.learning_rate": 1e-4}
+    current = {"batch_size": 4, "seed": 0, "grl.max_scale": 0.1}
+    assert ablation.settings_differences(stored, current) == [
+        "batch_size: 8 -> 4",
+        "grl.max_scale: '<missing>' -> 0.1",
+        "optim.learning_rate: 0.0001 -> '<missing>'",
+    ]
+    assert ablation.settings_differences(current, current) == []
+    assert ablation.settings_differences(None, current) == [
+        "no config recorded (written by an older version)"
+    ]
+
+
+def test_a_finished_run_with_other_settings_is_refused(tmp_path):
+    config = ablation.run_config(synthetic_ablation.get_config(), "full", 0)
+    run_dir = tmp_path / "full_seed0"
+    run_dir.mkdir()
+    stored = dict(ablation.run_settings(config), batch_size=8)
+    (run_dir / "run.json").write_text(json.dumps({"config": stored, "results": {}}))
+    with pytest.raises(ValueError, match=r"full_seed0/run.json: was trained with other settings "
+                                         r"\(batch_size: 8 -> 4\); use another --workdir"):
+        ablation.train_and_score(config, str(run_dir))
+    same = {"config": ablation.run_settings(config), "results": {"target": {}}}
+    (run_dir / "run.json").write_text(json.dumps(same))
+    assert ablation.train_and_score(config, str(run_dir)) == same

@@ -1088,15 +1088,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("-", note)
     if args.output:
         height, width = args.image_size
-        body = [
-            f"## Train step profile by op category: JAX vs PyTorch twin "
+        body = timing.report_header(
+            f"Train step profile by op category: JAX vs PyTorch twin "
             f"({jax.default_backend().upper()}, {height}x{width}, batch {args.batch_size})",
-            "",
-        ]
-        if args.note:
-            body += [args.note, ""]
-        body += [f"Command: `{command}`", ""]
-        body += [f"- {key}: {value}" for key, value in machine.items()]
+            command, machine, args.note,
+        )
         body += [
             "",
             "JAX ms are each XLA op's share of wall time (ops overlapping on k threads get "

@@ -294,6 +294,25 @@ def machine_description() -> dict[str, str]:
     return facts
 
 
+def report_header(
+    title: str,
+    command: str,
+    machine: Mapping[str, str],
+    note: str | None = None,
+    omit: Sequence[str] = (),
+) -> list[str]:
+    """The opening lines of a BENCHMARKS.md section: heading, note, command, machine facts.
+
+    `omit` names machine facts to leave out (e.g. XLA_FLAGS where the table varies them).
+    """
+    lines = [f"## {title}", ""]
+    if note:
+        lines += [note, ""]
+    lines += [f"Command: `{command}`", ""]
+    lines += [f"- {key}: {value}" for key, value in machine.items() if key not in omit]
+    return lines
+
+
 def format_bytes(num_bytes: int | None) -> str:
     """Human-readable byte count (MiB / GiB), or 'n/a'."""
     if num_bytes is None:

@@ -298,15 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in notes:
         print(note)
     if args.output:
-        body = [
-            f"## Train step: JAX vs PyTorch twin ({jax.default_backend().upper()}, "
+        body = timing.report_header(
+            f"Train step: JAX vs PyTorch twin ({jax.default_backend().upper()}, "
             f"{args.image_size[0]}x{args.image_size[1]}, {args.dtype})",
-            "",
-        ]
-        if args.note:
-            body += [args.note, ""]
-        body += [f"Command: `{command}`", ""]
-        body += [f"- {key}: {value}" for key, value in machine.items()]
+            command, machine, args.note,
+        )
         body += [
             f"- matmul peak before the run ({peak.dtype}, {peak.size}x{peak.size}, fastest of "
             f"{timing.MIN_TIMED_STEPS}): {peak.flops_per_s / 1e9:.1f} GFLOP/s",

@@ -543,15 +543,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
     if args.output:
         height, width = args.image_size
-        body = [
-            f"## XLA:CPU options (XLA_FLAGS): train step b{args.batch_size} and DepthNet "
+        body = timing.report_header(
+            f"XLA:CPU options (XLA_FLAGS): train step b{args.batch_size} and DepthNet "
             f"inference b1 at {height}x{width}",
-            "",
-        ]
-        if args.note:
-            body += [args.note, ""]
-        body += [f"Command: `{command}`", ""]
-        body += [f"- {key}: {value}" for key, value in machine.items() if key != "XLA_FLAGS"]
+            command, machine, args.note, omit=("XLA_FLAGS",),
+        )
         body += [
             f"- load average (1, 5, 15 min) before the run {load_before}, after {load_after}; "
             f"the run took {(time.perf_counter() - start) / 60:.0f} min. The machine is shared: "

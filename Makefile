@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Two keep both of CI's cores busy: most of the suite's time is
+# XLA compilation, which runs on one core per process. PYTEST_WORKERS=0 runs in this process.
+PYTEST_WORKERS ?= 2
 DEMO_DIR ?= demo_output
 ABLATION_DIR ?= ablation_output
 
@@ -34,7 +37,7 @@ ablation: $(RUNTIME_STAMP)
 		--workdir=$(ABLATION_DIR) --output=docs/ablation_synthetic.md
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check damono_jax data_prep configs tests benchmarks

@@ -1,7 +1,7 @@
 """Synthetic ablation (`make ablation`): the schedule behind docs/ablation_synthetic.md.
 
-The demo's schedule (`synthetic.py`: 64x224, batch 8, 150 steps) with less frequent
-validation and checkpoints; neither changes the trained weights, so the ablation's `full`
+The demo's schedule (`synthetic.py`: 64x224, batch 4, 150 steps) with fewer image summaries
+and checkpoints; neither changes the trained weights, so the ablation's `full`
 seed-0 run is the model `make demo` trains. The variant and seed are set per run by
 `damono_jax.tools.ablation`:
 
@@ -15,7 +15,7 @@ from configs import synthetic
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    """The demo's schedule with validation and image summaries only at the end."""
+    """The demo's schedule with image summaries only at the end."""
     config = synthetic.get_config(variant)
     config.image_log_every_steps = 150
     config.eval_every_steps = 150

@@ -7,7 +7,7 @@ stand-alone command that does the same thing. Steps whose output exists are reus
 second run only repeats evaluation and prediction.
 
 `--max_examples_per_split=N` builds at most N frames per split (a quick look, and the smoke
-test in tests/test_demo.py); the default builds the full 2000/200/200. A data folder that
+test in tests/test_demo.py); the default builds the full 1000/200/200. A data folder that
 already holds a build of another size is not reused silently: the run stops with an error
 naming that folder (delete it or pick another `--workdir`).
 """

@@ -49,7 +49,7 @@ def test_paper_settings():
     assert config.optim.learning_rate == 1e-4 and config.loss.l1_weight == 0.15
     assert cityscapes.get_config().data.source == "cityscapes_depth"
     assert synthetic.get_config().data.image_size == (64, 224)
-    assert synthetic.get_config().batch_size == 8
+    assert synthetic.get_config().batch_size == 4
 
 
 def test_unknown_variant_argument():

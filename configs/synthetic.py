@@ -26,8 +26,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval = "synthetic_driving/target"
     config.data.eval_split = "val"
     # Resized from the builder's 96x320 (less than half the pixels per image). Batch 4 (with 4
-    # target images) trains at ~0.65 steps/s on 2 cores; batch 8 took twice as long for a
-    # target AbsRel of 0.403 against 0.411 at batch 4 (full variant, seed 0).
+    # target images) trains at ~0.65 steps/s on 2 cores. On the 1.0.0 data (2000 train
+    # frames), batch 8 took 612 s of training for a target AbsRel of 0.403 and batch 4 325 s
+    # for 0.411 (full variant, seed 0); on 1.1.0 batch 4 gives 0.386 (README, demo section).
     config.data.image_size = (64, 224)
     config.data.max_depth = 80.0
     config.data.shuffle_buffer = 256

@@ -20,9 +20,14 @@ one run so machine load affects them equally:
   stride 2, so no zeros are ever multiplied);
 * `conv_space_to_depth`: a stride-2 KxK convolution rewritten as a stride-1
   ceil(K/2)xceil(K/2) convolution on the space-to-depth input (kernel zero-padded to an
-  even size), whose autodiff input gradient needs no lhs dilation.
+  even size), whose autodiff input gradient needs no lhs dilation;
+* `band_wgrad`: the model's own formulation (`damono_jax.models.conv.conv2d_band_wgrad`):
+  XLA's forward and input gradient, the weight gradient as one 1-D convolution per kernel
+  row with B*Ho contracted features.
 
-Run: `python -m benchmarks.conv_backward --batch_size=4 --image_size=192,640`.
+Run: `python -m benchmarks.conv_backward --batch_size=4 --image_size=192,640`; add
+`--weight_gradient_only --with_heads` to time just the kernel gradients of every
+convolution shape, output convs and domain classifier included.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import timing  # noqa: E402
+from damono_jax.models.conv import conv2d_band_wgrad  # noqa: E402
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 ConvFn = Callable[[jax.Array, jax.Array, int, Padding], jax.Array]
@@ -291,6 +297,7 @@ def conv_selective(x: jax.Array, kernel: jax.Array, stride: int, padding: Paddin
 
 VARIANTS: dict[str, ConvFn] = {
     "xla_autodiff": conv_lax,
+    "band_wgrad": conv2d_band_wgrad,
     "matmul_vjp": conv_matmul_vjp,
     "wgrad_im2col": conv_wgrad_im2col,
     "wgrad_taps": conv_wgrad_taps,
@@ -453,6 +460,35 @@ def network_conv_specs(batch: int, height: int, width: int) -> list[ConvSpec]:
     return specs
 
 
+def head_conv_specs(batch: int, height: int, width: int) -> list[ConvSpec]:
+    """The output convs of both decoders (disparity: 1 channel, semantics: 19) at scales
+    3..0 and the domain classifier's convs (on the 2 * batch bottlenecks)."""
+    decoder_channels = [16, 32, 64, 128, 256]
+    specs = []
+    for level in range(3, -1, -1):
+        size_h, size_w = height // 2**level, width // 2**level
+        for out_c, what in ((1, "disp"), (19, "seg")):
+            specs.append(
+                ConvSpec(
+                    f"{what}_head.{level} 3x3", batch, size_h, size_w,
+                    decoder_channels[level], out_c, 3, 1,
+                )
+            )
+    bottleneck_h, bottleneck_w = height // 32, width // 32
+    specs += [
+        ConvSpec("classifier.0 3x3/2", 2 * batch, bottleneck_h, bottleneck_w, 512, 256, 3, 2),
+        ConvSpec(
+            "classifier.1 3x3/2", 2 * batch, -(-bottleneck_h // 2), -(-bottleneck_w // 2),
+            256, 128, 3, 2,
+        ),
+        ConvSpec(
+            "classifier.logits 3x3", 2 * batch, -(-bottleneck_h // 4), -(-bottleneck_w // 4),
+            128, 1, 3, 1,
+        ),
+    ]
+    return specs
+
+
 # ---------------------------------------------------------------------------- timing
 
 
@@ -463,6 +499,15 @@ def _jax_train_like_step(conv: ConvFn, spec: ConvSpec) -> Callable[..., tuple[ja
         return jnp.sum(conv(x, kernel, spec.stride, spec.padding) * cotangent)
 
     return jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+
+def _jax_weight_gradient_step(conv: ConvFn, spec: ConvSpec) -> Callable[..., jax.Array]:
+    """jit of the weight gradient alone: d/d(kernel) of sum(conv(x, kernel) * cotangent)."""
+
+    def loss(x, kernel, cotangent):
+        return jnp.sum(conv(x, kernel, spec.stride, spec.padding) * cotangent)
+
+    return jax.jit(jax.grad(loss, argnums=1))
 
 
 def _spec_arrays(spec: ConvSpec, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -492,13 +537,15 @@ def check_variant_gradients(spec: ConvSpec, conv: ConvFn, tolerance: float = 1e-
     return error
 
 
-def _torch_step(spec: ConvSpec, channels_last: bool) -> Callable[[], None]:
+def _torch_step(
+    spec: ConvSpec, channels_last: bool, weight_gradient_only: bool = False
+) -> Callable[[], None]:
     import torch
 
     x, kernel, cotangent = _spec_arrays(spec)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     x_t = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
-    x_t.requires_grad_(True)
+    x_t.requires_grad_(not weight_gradient_only)
     kernel_t = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous(memory_format=memory_format)
     kernel_t.requires_grad_(True)
     cotangent_t = (
@@ -517,22 +564,28 @@ def _torch_step(spec: ConvSpec, channels_last: bool) -> Callable[[], None]:
 
 
 def benchmark_spec(
-    spec: ConvSpec, variants: Sequence[str], num_steps: int, with_torch: bool
+    spec: ConvSpec,
+    variants: Sequence[str],
+    num_steps: int,
+    with_torch: bool,
+    weight_gradient_only: bool = False,
 ) -> dict[str, timing.StepTimes]:
-    """Times forward+backward of one layer shape for every variant, interleaved."""
+    """Times forward+backward of one layer shape for every variant, interleaved (with
+    `weight_gradient_only`, just the kernel gradient: the forward result is dead code)."""
     x, kernel, cotangent = (jnp.asarray(a) for a in _spec_arrays(spec))
     steps: dict[str, Callable[[], object]] = {}
+    make_step = _jax_weight_gradient_step if weight_gradient_only else _jax_train_like_step
     for name in variants:
         if name != "xla_autodiff" and spec.stride == 1 and name.startswith("space_to_depth"):
             continue  # identical to xla_autodiff for stride 1
         if name == "s2d+matmul_vjp" and spec.stride == 1:
             continue  # identical to matmul_vjp for stride 1
-        fn = _jax_train_like_step(VARIANTS[name], spec)
+        fn = make_step(VARIANTS[name], spec)
         steps[name] = functools.partial(
             lambda f: jax.block_until_ready(f(x, kernel, cotangent)), fn
         )
     if with_torch:
-        steps["torch_eager"] = _torch_step(spec, channels_last=False)
+        steps["torch_eager"] = _torch_step(spec, False, weight_gradient_only)
     return timing.time_interleaved(steps, num_warmup=2, num_steps=num_steps)
 
 
@@ -544,6 +597,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", default="", help="substring filter on layer names")
     parser.add_argument("--num_steps", type=int, default=timing.MIN_TIMED_STEPS)
     parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument(
+        "--weight_gradient_only",
+        action="store_true",
+        help="time only the kernel gradient (no forward, no input gradient)",
+    )
+    parser.add_argument(
+        "--with_heads",
+        action="store_true",
+        help="also the decoders' output convs and the domain classifier's convs",
+    )
     parser.add_argument("--output", default="", help="write the markdown table to this file")
     args = parser.parse_args(argv)
     try:
@@ -556,7 +619,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--variants: unknown {unknown}; choose from {sorted(VARIANTS)}")
     if "xla_autodiff" not in variants:
         parser.error("--variants must include xla_autodiff (the baseline of every ratio)")
-    specs = [s for s in network_conv_specs(args.batch_size, height, width) if args.layers in s.name]
+    all_specs = network_conv_specs(args.batch_size, height, width)
+    if args.with_heads:
+        all_specs += head_conv_specs(args.batch_size, height, width)
+    specs = [s for s in all_specs if args.layers in s.name]
     if not specs:
         parser.error(f"--layers={args.layers!r} matches no layer")
 
@@ -570,7 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in variants:
             if name != "xla_autodiff":
                 check_variant_gradients(spec, VARIANTS[name])
-        results = benchmark_spec(spec, variants, args.num_steps, not args.no_torch)
+        results = benchmark_spec(
+            spec, variants, args.num_steps, not args.no_torch, args.weight_gradient_only
+        )
         medians = {name: result.median_s for name, result in results.items()}
         for name in [*variants, "torch_eager"]:
             fallback = medians.get("matmul_vjp" if name == "s2d+matmul_vjp" else "xla_autodiff")

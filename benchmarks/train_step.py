@@ -156,12 +156,20 @@ def run_batch_size(
     config = benchmark_config(batch_size, args.image_size, args.dtype)
     notes: list[str] = []
     jax_step = JaxStep(config)
+    notes.append(
+        f"batch {batch_size}: the jax row is the project's train step; its convolution weight "
+        f"gradients are {train.resolve_weight_gradient(config)!r} "
+        f"(config.conv_weight_gradient={config.conv_weight_gradient!r})"
+    )
     steps: dict[str, Callable[[], None]] = {"jax": jax_step}
     for variant in args.jax_conv:
         # The same train step with every Flax convolution swapped for a formulation of
-        # benchmarks/conv_backward.py (traced and compiled inside the override).
+        # benchmarks/conv_backward.py (traced and compiled inside the override, which acts
+        # on the convolutions that use Flax's default, i.e. conv_weight_gradient "xla").
+        variant_config = config.copy_and_resolve_references()
+        variant_config.conv_weight_gradient = "xla"
         with conv_backward.flax_conv_override(variant):
-            steps[f"jax[{variant}]"] = variant_step = JaxStep(config)
+            steps[f"jax[{variant}]"] = variant_step = JaxStep(variant_config)
         notes.append(
             f"batch {batch_size}: jax[{variant}] XLA FLOPs/step {variant_step.flops / 1e9:.1f} G "
             f"(MFU column uses the baseline step's {jax_step.flops / 1e9:.1f} G)"

@@ -82,6 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 12  # global, split over all devices; source and target each
     config.num_train_steps = 37_700  # 20 epochs of 22,600 target frames at batch 12
     config.dtype = "float32"  # compute dtype; "bfloat16" keeps float32 params
+    # Convolution weight gradients: "band" (damono_jax/models/conv.py, faster on CPU), "xla"
+    # (XLA's autodiff) or "auto" (band on CPU, xla on GPU/TPU). Same results to float rounding.
+    config.conv_weight_gradient = "auto"
     config.log_every_steps = 50
     config.image_log_every_steps = 1000
     config.eval_every_steps = 5000

@@ -30,6 +30,7 @@ KNOWN_DATASETS: dict[str, tuple[str, ...] | None] = {
 }
 
 DTYPES = ("float32", "bfloat16")
+CONV_WEIGHT_GRADIENTS = ("auto", "xla", "band")
 UPSAMPLE_MODES = ("bilinear", "nearest")
 SHARED_BLOCK_GRAD_MODES = ("mean", "sum")
 GRL_SCHEDULES = ("dann", "constant")
@@ -220,6 +221,7 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
         _check_positive_int(config, key)
     _check_positive_int(config, "num_eval_examples", allow_minus_one=True)
     _check_choice(config, "dtype", DTYPES)
+    _check_choice(config, "conv_weight_gradient", CONV_WEIGHT_GRADIENTS)
     if not isinstance(_get(config, "seed"), int):
         _fail("seed", f"{config.seed!r} is not an integer")
     if num_devices is not None and config.batch_size % num_devices:

@@ -93,9 +93,26 @@ def variant_metric_names(variant: str) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- model, optimiser
 
 
+def resolve_weight_gradient(config: Any, backend: str | None = None) -> str:
+    """`config.conv_weight_gradient`, with "auto" made concrete for `backend`.
+
+    "auto" is "band" on CPU, where XLA's own weight-gradient convolutions are slow
+    (BENCHMARKS.md, conv_backward section), and "xla" on GPU/TPU, where no faster
+    formulation has been measured.
+    """
+    choice = config.conv_weight_gradient
+    if choice != "auto":
+        return choice
+    backend = backend or jax.default_backend()
+    return "band" if backend == "cpu" else "xla"
+
+
 def create_model(config: Any) -> models.DAMonodepth:
-    """The DA-Monodepth model of `config.variant` with compute dtype `config.dtype`."""
-    return models.DAMonodepth.from_config(config.model, config.variant, config.dtype)
+    """The DA-Monodepth model of `config.variant`, compute dtype `config.dtype` and the
+    weight-gradient formulation of `config.conv_weight_gradient`."""
+    return models.DAMonodepth.from_config(
+        config.model, config.variant, config.dtype, resolve_weight_gradient(config)
+    )
 
 
 def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:

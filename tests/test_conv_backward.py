@@ -149,3 +149,25 @@ def test_flax_conv_override_routes_convs_and_keeps_the_numbers():
     with pytest.raises(ValueError, match="unknown variant 'fft'"):
         with conv_backward.flax_conv_override("fft"):
             pass
+
+
+def test_head_conv_specs_cover_the_output_convs_and_the_classifier():
+    specs = conv_backward.head_conv_specs(batch=2, height=192, width=640)
+    by_name = {spec.name: spec for spec in specs}
+    assert len(by_name) == len(specs) == 11
+    assert by_name["seg_head.0 3x3"][1:] == (2, 192, 640, 16, 19, 3, 1)
+    assert by_name["disp_head.3 3x3"][1:] == (2, 24, 80, 128, 1, 3, 1)
+    # The classifier sees source + target bottlenecks (6x20), then 3x10, then 2x5.
+    assert by_name["classifier.0 3x3/2"][1:] == (4, 6, 20, 512, 256, 3, 2)
+    assert by_name["classifier.logits 3x3"][1:] == (4, 2, 5, 128, 1, 3, 1)
+
+
+def test_weight_gradient_only_step_equals_the_kernel_part_of_the_full_step():
+    spec = conv_backward.ConvSpec("t", 2, 8, 12, 4, 5, 3, 2)
+    x, kernel, cotangent = conv_backward._spec_arrays(spec)
+    for name in ("xla_autodiff", "band_wgrad"):
+        conv = conv_backward.VARIANTS[name]
+        full = conv_backward._jax_train_like_step(conv, spec)(x, kernel, cotangent)
+        alone = conv_backward._jax_weight_gradient_step(conv, spec)(x, kernel, cotangent)
+        assert alone.shape == kernel.shape
+        assert timing.relative_error(alone, full[1]) <= 1e-6

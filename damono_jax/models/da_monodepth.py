@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from damono_jax.models.conv import WEIGHT_GRADIENTS
 from damono_jax.models.decoders import (
     UPSAMPLE_MODES,
     DepthDecoder,
@@ -66,6 +67,14 @@ def _model_config_value(model_config: Any, key: str) -> Any:
     return model_config[key]
 
 
+def _check_weight_gradient(weight_gradient: Any) -> str:
+    if weight_gradient not in WEIGHT_GRADIENTS:
+        raise ValueError(
+            f"weight_gradient: {weight_gradient!r} is not one of {WEIGHT_GRADIENTS}"
+        )
+    return weight_gradient
+
+
 def _check_upsample_mode(mode: Any) -> str:
     if mode not in UPSAMPLE_MODES:
         raise ValueError(f"config.model.upsample_mode: {mode!r} is not one of {UPSAMPLE_MODES}")
@@ -83,6 +92,9 @@ class DAMonodepth(nn.Module):
       discriminator_features: widths of the classifier's stride-2 conv layers.
       dtype: compute dtype (float32 or bfloat16); parameters are always float32, and the
         disparities and logits are returned in float32.
+      weight_gradient: how every convolution's weight gradient is computed, "xla" (XLA's
+        autodiff) or "band" (`damono_jax.models.conv`, faster on CPU); the forward pass and
+        the input gradients are the same either way.
     """
 
     num_classes: int = 19
@@ -91,10 +103,15 @@ class DAMonodepth(nn.Module):
     use_domain_classifier: bool = True
     discriminator_features: Sequence[int] = (256, 128)
     dtype: Any = jnp.float32
+    weight_gradient: str = "xla"
 
     @classmethod
     def from_config(
-        cls, model_config: Any, variant: str, dtype: Any = "float32"
+        cls,
+        model_config: Any,
+        variant: str,
+        dtype: Any = "float32",
+        weight_gradient: str = "xla",
     ) -> "DAMonodepth":
         """Builds the model of one ablation row from `config.model`.
 
@@ -103,6 +120,7 @@ class DAMonodepth(nn.Module):
           variant: "baseline" (depth only), "seg" (+ semantic decoder) or "full"
             (+ semantic decoder, GRL and domain classifier); usually `config.variant`.
           dtype: compute dtype, "float32" / "bfloat16" (usually `config.dtype`) or a jnp dtype.
+          weight_gradient: "xla" or "band" (usually `train.resolve_weight_gradient(config)`).
         """
         if variant not in VARIANTS:
             raise ValueError(f"config.variant: {variant!r} is not one of {VARIANTS}")
@@ -124,6 +142,7 @@ class DAMonodepth(nn.Module):
             use_domain_classifier=variant == "full",
             discriminator_features=features,
             dtype=_resolve_dtype(dtype),
+            weight_gradient=_check_weight_gradient(weight_gradient),
         )
 
     @nn.compact
@@ -172,14 +191,22 @@ class DAMonodepth(nn.Module):
             images = source_images
 
         num_source = source_images.shape[0]
-        features = ResNet18Encoder(dtype=self.dtype, name="encoder")(images, train=train)
+        features = ResNet18Encoder(
+            dtype=self.dtype, weight_gradient=self.weight_gradient, name="encoder"
+        )(images, train=train)
         source_features = [f[:num_source] for f in features]
 
         x = SharedBlock(
-            upsample_mode=self.upsample_mode, dtype=self.dtype, name="shared_block"
+            upsample_mode=self.upsample_mode,
+            dtype=self.dtype,
+            weight_gradient=self.weight_gradient,
+            name="shared_block",
         )(source_features[4], source_features[3])
         disp = DepthDecoder(
-            upsample_mode=self.upsample_mode, dtype=self.dtype, name="depth_decoder"
+            upsample_mode=self.upsample_mode,
+            dtype=self.dtype,
+            weight_gradient=self.weight_gradient,
+            name="depth_decoder",
         )(x, source_features)
 
         seg_logits = None
@@ -188,6 +215,7 @@ class DAMonodepth(nn.Module):
                 num_output_channels=self.num_classes,
                 upsample_mode=self.upsample_mode,
                 dtype=self.dtype,
+                weight_gradient=self.weight_gradient,
                 name="semantic_decoder",
             )(x, source_features)
 
@@ -197,6 +225,7 @@ class DAMonodepth(nn.Module):
             logits = PatchDiscriminator(
                 features=tuple(self.discriminator_features),
                 dtype=self.dtype,
+                weight_gradient=self.weight_gradient,
                 name="domain_classifier",
             )(reversed_bottleneck)
             domain_logits = {"source": logits[:num_source], "target": logits[num_source:]}

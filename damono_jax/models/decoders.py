@@ -9,12 +9,14 @@ each decoder (`MultiScaleDecoder`) holds blocks 3..0 (`block_3` ... `block_0`) a
 convs (`output_conv_0` ... `output_conv_3`).
 """
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from damono_jax.models.conv import conv_general_dilated_for
 from damono_jax.models.upsample import upsample_bilinear
 
 DECODER_CHANNELS = (16, 32, 64, 128, 256)
@@ -55,27 +57,33 @@ def _torch_default_bias_init(fan_in: int) -> nn.initializers.Initializer:
 
 
 def reflection_conv3x3(
-    x: jax.Array, features: int, dtype: jnp.dtype, name: str
+    x: jax.Array, features: int, dtype: jnp.dtype, name: str, weight_gradient: str = "xla"
 ) -> jax.Array:
     """Monodepth2's `Conv3x3`: reflection pad 1, then a 3x3 conv with bias.
 
     Must be called inside a compact method; the conv becomes the submodule `name` with
     params `kernel` (3, 3, C_in, features) and `bias`. Initialised like PyTorch's default
     (kaiming-uniform a=sqrt(5), i.e. U(+-1/sqrt(fan_in)) for the kernel and the bias), as
-    Monodepth2's decoder is.
+    Monodepth2's decoder is. `weight_gradient` picks the backward formulation
+    (`damono_jax.models.conv`).
     """
     fan_in = 9 * x.shape[-1]
+    # Reflection-pad H and W, then convolve with one zero column on each side and drop the
+    # two extra output columns: the same numbers as a VALID conv of the padded map, but XLA:CPU
+    # runs a convolution whose output is as wide as its input 2.5-4x faster than the VALID
+    # one (BENCHMARKS.md, train-step section; 0.6% more FLOPs at 640 wide).
     conv = nn.Conv(
         features,
         (3, 3),
-        padding="VALID",
+        padding=((0, 0), (1, 1)),
         kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
         bias_init=_torch_default_bias_init(fan_in),
         dtype=dtype,
         param_dtype=jnp.float32,
+        conv_general_dilated=conv_general_dilated_for(weight_gradient),
         name=name,
     )
-    return conv(reflection_pad1(x))
+    return conv(reflection_pad1(x))[:, :, 1:-1, :]
 
 
 class UpBlock(nn.Module):
@@ -84,14 +92,18 @@ class UpBlock(nn.Module):
     features: int
     upsample_mode: str = "bilinear"
     dtype: jnp.dtype = jnp.float32
+    weight_gradient: str = "xla"  # see damono_jax.models.conv
 
     @nn.compact
     def __call__(self, x: jax.Array, skip: jax.Array | None) -> jax.Array:
-        x = nn.elu(reflection_conv3x3(x, self.features, self.dtype, "conv_0"))
+        conv = functools.partial(
+            reflection_conv3x3, dtype=self.dtype, weight_gradient=self.weight_gradient
+        )
+        x = nn.elu(conv(x, self.features, name="conv_0"))
         x = upsample2x(x, self.upsample_mode)
         if skip is not None:
             x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
-        return nn.elu(reflection_conv3x3(x, self.features, self.dtype, "conv_1"))
+        return nn.elu(conv(x, self.features, name="conv_1"))
 
 
 class SharedBlock(UpBlock):
@@ -113,6 +125,7 @@ class MultiScaleDecoder(nn.Module):
     output_activation: str = "none"
     upsample_mode: str = "bilinear"
     dtype: jnp.dtype = jnp.float32
+    weight_gradient: str = "xla"  # see damono_jax.models.conv
 
     @nn.compact
     def __call__(self, x: jax.Array, features: list[jax.Array]) -> list[jax.Array]:
@@ -126,9 +139,15 @@ class MultiScaleDecoder(nn.Module):
         for i in range(3, -1, -1):
             skip = features[i - 1] if i > 0 else None
             x = UpBlock(
-                DECODER_CHANNELS[i], self.upsample_mode, dtype=self.dtype, name=f"block_{i}"
+                DECODER_CHANNELS[i],
+                self.upsample_mode,
+                dtype=self.dtype,
+                weight_gradient=self.weight_gradient,
+                name=f"block_{i}",
             )(x, skip)
-            y = reflection_conv3x3(x, self.num_output_channels, self.dtype, f"output_conv_{i}")
+            y = reflection_conv3x3(
+                x, self.num_output_channels, self.dtype, f"output_conv_{i}", self.weight_gradient
+            )
             y = y.astype(jnp.float32)
             outputs[i] = jax.nn.sigmoid(y) if self.output_activation == "sigmoid" else y
         return outputs

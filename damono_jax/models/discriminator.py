@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from damono_jax.models.conv import conv_general_dilated_for
+
 # pix2pix initialises its discriminator with N(0, 0.02) weights and zero biases.
 _patchgan_init = nn.initializers.normal(stddev=0.02)
 LEAKY_RELU_SLOPE = 0.2
@@ -38,6 +40,7 @@ class PatchDiscriminator(nn.Module):
 
     features: Sequence[int] = (256, 128)
     dtype: jnp.dtype = jnp.float32
+    weight_gradient: str = "xla"  # see damono_jax.models.conv
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -57,6 +60,7 @@ class PatchDiscriminator(nn.Module):
                 bias_init=nn.initializers.zeros,
                 dtype=self.dtype,
                 param_dtype=jnp.float32,
+                conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
                 name=f"conv_{index}",
             )(x)
             x = nn.leaky_relu(x, LEAKY_RELU_SLOPE)
@@ -69,6 +73,7 @@ class PatchDiscriminator(nn.Module):
             bias_init=nn.initializers.zeros,
             dtype=self.dtype,
             param_dtype=jnp.float32,
+            conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
             name="logits",
         )(x)
         return logits.astype(jnp.float32)

@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from damono_jax.models.conv import conv_general_dilated_for
+
 # Monodepth2 normalises its [0, 1] input with these constants (not ImageNet's mean/std);
 # reproduced on purpose so that imported Monodepth2 weights see the inputs they were trained on.
 MONODEPTH2_INPUT_MEAN = 0.45
@@ -39,6 +41,7 @@ class BasicBlock(nn.Module):
     features: int
     stride: int = 1
     dtype: jnp.dtype = jnp.float32
+    weight_gradient: str = "xla"  # see damono_jax.models.conv
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -51,6 +54,7 @@ class BasicBlock(nn.Module):
             kernel_init=_torchvision_conv_init,
             dtype=self.dtype,
             param_dtype=jnp.float32,
+            conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
             name=name,
         )
         norm = lambda name: nn.BatchNorm(  # noqa: E731
@@ -81,6 +85,7 @@ class ResNet18Encoder(nn.Module):
     """
 
     dtype: jnp.dtype = jnp.float32
+    weight_gradient: str = "xla"  # see damono_jax.models.conv
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> list[jax.Array]:
@@ -95,6 +100,7 @@ class ResNet18Encoder(nn.Module):
             kernel_init=_torchvision_conv_init,
             dtype=self.dtype,
             param_dtype=jnp.float32,
+            conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
             name="conv1",
         )(x)
         x = nn.BatchNorm(
@@ -113,8 +119,12 @@ class ResNet18Encoder(nn.Module):
             width = ENCODER_CHANNELS[stage + 1]
             for block in range(num_blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(width, stride, dtype=self.dtype, name=f"layer{stage + 1}_{block}")(
-                    x, train
-                )
+                x = BasicBlock(
+                    width,
+                    stride,
+                    dtype=self.dtype,
+                    weight_gradient=self.weight_gradient,
+                    name=f"layer{stage + 1}_{block}",
+                )(x, train)
             features.append(x)
         return features

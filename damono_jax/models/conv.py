@@ -1,0 +1,163 @@
+"""A 2-D convolution whose weight gradient XLA:CPU computes at matrix-multiply speed.
+
+XLA's autodiff writes the weight gradient of a KxK convolution as another convolution whose
+*window* is the whole output feature map, whose output is KxK, and whose contracted
+feature dimension is the batch (2-4 images). XLA:CPU (YNNPACK or Eigen) runs that at
+3-25 GFLOP/s on the DA-Monodepth shapes, against ~200 GFLOP/s for a matrix multiply; it
+was 56% of the CPU train step (BENCHMARKS.md, profile section).
+
+`conv2d_band_wgrad` keeps XLA's forward convolution and input gradient and computes the
+weight gradient band by band: for each kernel row `kh`, the input rows that meet that tap
+(a strided slice of the padded input, shape (B, Ho, Wp, Cin)) are reshaped to (B*Ho, Wp,
+Cin), and the gradient for the KW taps of that row is a 1-D convolution along the width
+whose contracted feature dimension is B*Ho (hundreds) instead of B. Same FLOPs, same result
+up to float summation order; 2-7x faster per layer on CPU (BENCHMARKS.md, conv_backward
+section).
+
+`conv_general_dilated` is the drop-in Flax takes (`nn.Conv(conv_general_dilated=...)`):
+it routes NHWC/HWIO convolutions without dilation or feature groups to
+`conv2d_band_wgrad`, except those with at most `XLA_MAX_CHANNELS` input and output
+channels, where XLA's own weight gradient measured faster; it raises on anything else.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+_NHWC = ("NHWC", "HWIO", "NHWC")
+# Convolutions with at most this many input *and* output channels keep XLA's weight
+# gradient: at 192x640 with 16 -> 16 and 16 -> 1 channels it was 2.1-2.5x faster than the
+# band (benchmarks/conv_backward.py --weight_gradient_only; BENCHMARKS.md).
+XLA_MAX_CHANNELS = 16
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+    return lax.conv_general_dilated(
+        x, kernel, (stride, stride), padding, dimension_numbers=_NHWC
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d_band_wgrad(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
+) -> jax.Array:
+    """NHWC x HWIO convolution (square stride, explicit padding); see the module doc."""
+    return _conv(x, kernel, stride, padding)
+
+
+def _band_wgrad_fwd(x, kernel, stride, padding):
+    return _conv(x, kernel, stride, padding), (x, kernel)
+
+
+def band_weight_gradient(
+    x: jax.Array, grad_out: jax.Array, kernel_size: tuple[int, int], stride: int,
+    padding: Padding,
+) -> jax.Array:
+    """d(sum(conv(x, k) * grad_out)) / dk, shape (KH, KW, Cin, Cout), band by band."""
+    kernel_h, kernel_w = kernel_size
+    batch, out_h, out_w, out_channels = grad_out.shape
+    in_channels = x.shape[-1]
+    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    # Columns that any tap reaches; a stride-s conv can leave some on the right unused.
+    used_w = stride * (out_w - 1) + kernel_w
+    padded = padded[:, :, :used_w, :]
+    grad_rows = grad_out.reshape(batch * out_h, out_w, out_channels)
+    bands = []
+    for kh in range(kernel_h):
+        rows = lax.slice_in_dim(padded, kh, kh + stride * (out_h - 1) + 1, stride, axis=1)
+        rows = rows.reshape(batch * out_h, used_w, in_channels)
+        # lhs: feature = B*Ho, width, batch = Cin; rhs: in = B*Ho, width, out = Cout;
+        # the output gradient is the kernel, dilated by the stride -> (Cin, KW, Cout).
+        band = lax.conv_general_dilated(
+            rows,
+            grad_rows,
+            window_strides=(1,),
+            padding=((0, 0),),
+            rhs_dilation=(stride,),
+            dimension_numbers=("CWN", "IWO", "NWC"),
+        )
+        bands.append(band.transpose(1, 0, 2))
+    return jnp.stack(bands).astype(x.dtype)
+
+
+def _band_wgrad_bwd(stride, padding, residuals, grad_out):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel, stride, padding), x)
+    grad_x = input_vjp(grad_out)[0]
+    grad_kernel = band_weight_gradient(x, grad_out, kernel.shape[:2], stride, padding)
+    return grad_x, grad_kernel.astype(kernel.dtype)
+
+
+conv2d_band_wgrad.defvjp(_band_wgrad_fwd, _band_wgrad_bwd)
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: lax.ConvDimensionNumbers | tuple[str, str, str] | None = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: jnp.dtype | None = None,
+) -> jax.Array:
+    """`lax.conv_general_dilated` for `nn.Conv`, with the band weight gradient.
+
+    Raises:
+      ValueError: for what `conv2d_band_wgrad` does not cover (not 2-D NHWC/HWIO, unequal
+        strides, dilation, feature or batch groups, a padding string other than "VALID",
+        a precision or preferred element type).
+    """
+    strides = tuple(int(s) for s in window_strides)
+    problems = []
+    if lhs.ndim != 4 or rhs.ndim != 4:
+        problems.append(f"input rank {lhs.ndim} / kernel rank {rhs.ndim} (needs 4 / 4)")
+    elif lax.conv_dimension_numbers(
+        lhs.shape, rhs.shape, dimension_numbers
+    ) != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC):
+        problems.append(f"dimension_numbers {dimension_numbers} (needs NHWC, HWIO, NHWC)")
+    if len(set(strides)) != 1:
+        problems.append(f"strides {strides} (needs equal strides)")
+    if any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ())):
+        problems.append(f"dilation lhs={lhs_dilation} rhs={rhs_dilation}")
+    if feature_group_count != 1 or batch_group_count != 1:
+        problems.append(f"groups feature={feature_group_count} batch={batch_group_count}")
+    if precision is not None or preferred_element_type is not None:
+        problems.append(f"precision={precision} preferred_element_type={preferred_element_type}")
+    if isinstance(padding, str):
+        if padding != "VALID":
+            problems.append(f"padding {padding!r} (pass explicit pads or 'VALID')")
+        padding = ((0, 0), (0, 0))
+    if problems:
+        raise ValueError("conv2d_band_wgrad does not support: " + "; ".join(problems))
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if lhs.shape[-1] <= XLA_MAX_CHANNELS and rhs.shape[-1] <= XLA_MAX_CHANNELS:
+        return lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=_NHWC)
+    return conv2d_band_wgrad(lhs, rhs, strides[0], pads)
+
+
+WEIGHT_GRADIENTS = ("xla", "band")
+
+
+def conv_general_dilated_for(weight_gradient: str):
+    """The `conv_general_dilated` to give `nn.Conv` for a weight-gradient formulation.
+
+    "xla": None (Flax's default, `lax.conv_general_dilated` and XLA's autodiff);
+    "band": this module's `conv_general_dilated`.
+    """
+    if weight_gradient == "xla":
+        return None
+    if weight_gradient == "band":
+        return conv_general_dilated
+    raise ValueError(
+        f"weight_gradient must be one of {WEIGHT_GRADIENTS}, got {weight_gradient!r}"
+    )

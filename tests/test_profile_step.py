@@ -151,10 +151,12 @@ def test_train_step_profile_sums_to_step_time(tmp_path):
         assert result.categories[name].ms > 0, name
         assert result.categories[name].count >= 1, name
     # Forward conv FLOPs are half of the backward ones (input + filter gradients), up to
-    # the first conv, whose input gradient is never computed.
+    # the first conv, whose input gradient is never computed. The band weight gradients
+    # (damono_jax/models/conv.py) also multiply the explicit zero padding, which XLA leaves
+    # out of its forward count: +14% at this size, whose bottleneck is 2x3.
     forward = result.categories["conv_fwd"].flops
     backward_filter = result.categories["conv_bwd_filter"].flops
-    assert 0.9 * forward < backward_filter < 1.1 * forward
+    assert 0.9 * forward < backward_filter < 1.2 * forward
     assert len(result.top_ops) == profile_step.TOP_OPS
     # The conv/dot split by implementation covers exactly the conv and dot categories.
     flop_categories = [c for c in profile_step.CATEGORIES if c.startswith("conv") or c == "dot"]

@@ -59,7 +59,19 @@ def band_weight_gradient(
     x: jax.Array, grad_out: jax.Array, kernel_size: tuple[int, int], stride: int,
     padding: Padding,
 ) -> jax.Array:
-    """d(sum(conv(x, k) * grad_out)) / dk, shape (KH, KW, Cin, Cout), band by band."""
+    """d(sum(conv(x, k) * grad_out)) / dk, shape (KH, KW, Cin, Cout), band by band.
+
+    Traced under the named scope "band_weight_gradient" (benchmarks/profile_step.py finds
+    these convolutions by it).
+    """
+    with jax.named_scope("band_weight_gradient"):
+        return _band_weight_gradient(x, grad_out, kernel_size, stride, padding)
+
+
+def _band_weight_gradient(
+    x: jax.Array, grad_out: jax.Array, kernel_size: tuple[int, int], stride: int,
+    padding: Padding,
+) -> jax.Array:
     kernel_h, kernel_w = kernel_size
     batch, out_h, out_w, out_channels = grad_out.shape
     in_channels = x.shape[-1]

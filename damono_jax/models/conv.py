@@ -8,9 +8,10 @@ was 56% of the CPU train step (BENCHMARKS.md, profile section).
 
 `conv2d_band_wgrad` keeps XLA's forward convolution and input gradient and computes the
 weight gradient band by band: for each kernel row `kh`, the input rows that meet that tap
-(a strided slice of the padded input, shape (B, Ho, Wp, Cin)) are reshaped to (B*Ho, Wp,
-Cin), and the gradient for the KW taps of that row is a 1-D convolution along the width
-whose contracted feature dimension is B*Ho (hundreds) instead of B. Same FLOPs, same result
+(a strided slice of the padded input: B*Ho rows of width Wp and Cin channels) and the
+gradient for the KW taps of that row form a 1-D convolution along the width whose
+contracted feature dimension is B*Ho (hundreds) instead of B; the KH bands run as one
+convolution. Same FLOPs, same result
 up to float summation order; 2-7x faster per layer on CPU (BENCHMARKS.md, conv_backward
 section).
 
@@ -76,26 +77,32 @@ def _band_weight_gradient(
     batch, out_h, out_w, out_channels = grad_out.shape
     in_channels = x.shape[-1]
     padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    # Columns that any tap reaches; a stride-s conv can leave some on the right unused.
+    # Rows and columns that any tap reaches; a stride-s conv can leave some unused.
+    used_h = stride * (out_h - 1) + kernel_h
     used_w = stride * (out_w - 1) + kernel_w
-    padded = padded[:, :, :used_w, :]
-    grad_rows = grad_out.reshape(batch * out_h, out_w, out_channels)
-    bands = []
-    for kh in range(kernel_h):
-        rows = lax.slice_in_dim(padded, kh, kh + stride * (out_h - 1) + 1, stride, axis=1)
-        rows = rows.reshape(batch * out_h, used_w, in_channels)
-        # lhs: feature = B*Ho, width, batch = Cin; rhs: in = B*Ho, width, out = Cout;
-        # the output gradient is the kernel, dilated by the stride -> (Cin, KW, Cout).
-        band = lax.conv_general_dilated(
-            rows,
-            grad_rows,
-            window_strides=(1,),
-            padding=((0, 0),),
-            rhs_dilation=(stride,),
-            dimension_numbers=("CWN", "IWO", "NWC"),
-        )
-        bands.append(band.transpose(1, 0, 2))
-    return jnp.stack(bands).astype(x.dtype)
+    # (Cin, Wu, B, Hu): one transpose; each kernel row's band is then a slice of the minor
+    # axis, and all KH bands go through one convolution as KH*Cin "batch" entries.
+    transposed = padded[:, :used_h, :used_w, :].transpose(3, 2, 0, 1)
+    rows = jnp.stack(
+        [
+            lax.slice_in_dim(transposed, kh, kh + stride * (out_h - 1) + 1, stride, axis=3)
+            for kh in range(kernel_h)
+        ]
+    ).reshape(kernel_h * in_channels, used_w, batch * out_h)
+    # (Wo, B*Ho, Cout), the rows in the same (b, oh) order as the bands' features.
+    grad_rows = grad_out.transpose(2, 0, 1, 3).reshape(out_w, batch * out_h, out_channels)
+    # lhs: batch = KH*Cin, width, feature = B*Ho; rhs: the output gradient as the kernel,
+    # dilated by the stride -> (KH*Cin, KW, Cout).
+    bands = lax.conv_general_dilated(
+        rows,
+        grad_rows,
+        window_strides=(1,),
+        padding=((0, 0),),
+        rhs_dilation=(stride,),
+        dimension_numbers=("NWC", "WIO", "NWC"),
+    )
+    bands = bands.reshape(kernel_h, in_channels, kernel_w, out_channels)
+    return bands.transpose(0, 2, 1, 3).astype(x.dtype)
 
 
 def _band_wgrad_bwd(stride, padding, residuals, grad_out):

@@ -52,6 +52,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import timing, train_step  # noqa: E402
+from damono_jax.models.conv import BAND_SCOPE  # noqa: E402
 
 SECTION_ID = "profile"
 TOP_OPS = 15
@@ -402,14 +403,11 @@ def _kernel_dims(module: HloModule) -> set[tuple[int, ...]]:
     }
 
 
-# The named scope of the band weight-gradient convolutions (rank 3, not kernel-shaped).
-BAND_SCOPE = "band_weight_gradient"
-
-
 def _conv_category(info: ConvInfo, op_name: str, kernels: set[tuple[int, ...]]) -> str:
     """conv_bwd_input: lhs dilation (strided conv's input gradient), else a transposed-JVP
     conv whose result is not kernel-shaped; conv_bwd_filter: a kernel-shaped result, or a
-    conv of `damono_jax.models.conv.band_weight_gradient` (by its named scope)."""
+    conv of `damono_jax.models.conv.band_weight_gradient` (by its named scope `BAND_SCOPE`;
+    rank 3, not kernel-shaped)."""
     if BAND_SCOPE in op_name:
         return "conv_bwd_filter"
     if max(info.window["lhs_dilate"]) > 1:

@@ -97,8 +97,8 @@ def resolve_weight_gradient(config: Any, backend: str | None = None) -> str:
     """`config.conv_weight_gradient`, with "auto" made concrete for `backend`.
 
     "auto" is "band" on CPU, where XLA's own weight-gradient convolutions are slow
-    (BENCHMARKS.md, conv_backward section), and "xla" on GPU/TPU, where no faster
-    formulation has been measured.
+    (BENCHMARKS.md, section "Convolution weight gradients on CPU"), and "xla" on GPU/TPU,
+    where no faster formulation has been measured.
     """
     choice = config.conv_weight_gradient
     if choice != "auto":

@@ -4,16 +4,16 @@ XLA's autodiff writes the weight gradient of a KxK convolution as another convol
 *window* is the whole output feature map, whose output is KxK, and whose contracted
 feature dimension is the batch (2-4 images). XLA:CPU (YNNPACK or Eigen) runs that at
 3-25 GFLOP/s on the DA-Monodepth shapes, against ~200 GFLOP/s for a matrix multiply; it
-was 56% of the CPU train step (BENCHMARKS.md, profile section).
+was 56% of the CPU train step (BENCHMARKS.md, section "Convolution weight gradients on CPU").
 
 `conv2d_band_wgrad` keeps XLA's forward convolution and input gradient and computes the
 weight gradient band by band: for each kernel row `kh`, the input rows that meet that tap
 (a strided slice of the padded input: B*Ho rows of width Wp and Cin channels) and the
 gradient for the KW taps of that row form a 1-D convolution along the width whose
 contracted feature dimension is B*Ho (hundreds) instead of B; the KH bands run as one
-convolution. Same FLOPs, same result
-up to float summation order; 2-7x faster per layer on CPU (BENCHMARKS.md, conv_backward
-section).
+convolution. The same FLOPs plus the taps over the explicit zero padding, the same result
+up to float summation order; 1.05-7.5x faster per layer on CPU where it is used
+(BENCHMARKS.md, same section).
 
 `conv_general_dilated` is the drop-in Flax takes (`nn.Conv(conv_general_dilated=...)`):
 it routes NHWC/HWIO convolutions without dilation or feature groups to
@@ -32,9 +32,11 @@ from jax import lax
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 _NHWC = ("NHWC", "HWIO", "NHWC")
+# The named scope of the band's convolutions (benchmarks/profile_step.py finds them by it).
+BAND_SCOPE = "band_weight_gradient"
 # Convolutions with at most this many input *and* output channels keep XLA's weight
-# gradient: at 192x640 with 16 -> 16 and 16 -> 1 channels it was 2.1-2.5x faster than the
-# band (benchmarks/conv_backward.py --weight_gradient_only; BENCHMARKS.md).
+# gradient: at 192x640 with 16 -> 16 and 16 -> 1 channels it was 1.6-1.8x faster than the
+# band (benchmarks/conv_backward.py --weight_gradient_only --with_heads; BENCHMARKS.md).
 XLA_MAX_CHANNELS = 16
 
 
@@ -62,10 +64,9 @@ def band_weight_gradient(
 ) -> jax.Array:
     """d(sum(conv(x, k) * grad_out)) / dk, shape (KH, KW, Cin, Cout), band by band.
 
-    Traced under the named scope "band_weight_gradient" (benchmarks/profile_step.py finds
-    these convolutions by it).
+    Traced under the named scope `BAND_SCOPE`.
     """
-    with jax.named_scope("band_weight_gradient"):
+    with jax.named_scope(BAND_SCOPE):
         return _band_weight_gradient(x, grad_out, kernel_size, stride, padding)
 
 

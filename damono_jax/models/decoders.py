@@ -70,8 +70,9 @@ def reflection_conv3x3(
     fan_in = 9 * x.shape[-1]
     # Reflection-pad H and W, then convolve with one zero column on each side and drop the
     # two extra output columns: the same numbers as a VALID conv of the padded map, but XLA:CPU
-    # runs a convolution whose output is as wide as its input 2.5-4x faster than the VALID
-    # one (BENCHMARKS.md, train-step section; 0.6% more FLOPs at 640 wide).
+    # runs a convolution whose output is as wide as its input faster (4.72 -> 3.86 s per
+    # profiled train step at 192x640; BENCHMARKS.md, section "Convolution weight gradients on
+    # CPU"). It costs 0.6% more FLOPs at 640 wide.
     conv = nn.Conv(
         features,
         (3, 3),

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
 from tqdm import tqdm
 
@@ -53,17 +52,6 @@ def gt_description(dataset: str, split: str) -> str:
     if name == "kitti_eigen":
         return f"{dataset}/{split} (LiDAR, Monodepth2 export_gt_depth, vel_depth=True)"
     return f"{dataset}/{split}"
-
-
-def _eval_config(data_dir: str, dataset: str, split: str, input_size: Sequence[int]) -> Any:
-    """The minimal config `input_pipeline.create_eval_dataset` reads."""
-    config = ml_collections.ConfigDict()
-    config.data = ml_collections.ConfigDict()
-    config.data.data_dir = os.fspath(data_dir)
-    config.data.eval = dataset
-    config.data.eval_split = split
-    config.data.image_size = tuple(int(side) for side in input_size)
-    return config
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -129,7 +117,7 @@ def evaluate_export(
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     model = export.load_export(export_dir)
-    config = _eval_config(os.fspath(data_dir), dataset, split, model.input_size)
+    config = input_pipeline.eval_config(os.fspath(data_dir), dataset, split, model.input_size)
     gt_source = gt_description(dataset, split)
     evaluator = evaluation.Evaluator(caps=caps, crop=crop, scaling=scaling, gt_source=gt_source)
     builder = input_pipeline.load_builder(config, "eval")

@@ -197,6 +197,7 @@ def save_export(
     metadata: Mapping[str, Any],
     *,
     overwrite: bool = True,
+    saved_model: bool = False,
 ) -> None:
     """Writes an inference-only export: DepthNet `variables` (Orbax) + `metadata.json`.
 
@@ -205,10 +206,13 @@ def save_export(
       variables: `{"params": {encoder, shared_block, depth_decoder}, "batch_stats":
         {"encoder"}}` (full DAMonodepth variables are reduced with `depth_net_variables`).
       metadata: keys `REQUIRED_METADATA_KEYS` (see `build_metadata`); extra keys are kept.
+      saved_model: also write `export_dir/saved_model` (TF SavedModel via jax2tf).
     """
     host_variables, record = _checked_export(variables, metadata)
     with _atomic_directory(Path(export_dir), overwrite) as temporary:
         _write_export(temporary, host_variables, record)
+        if saved_model:
+            export_saved_model(load_export(temporary), temporary / SAVED_MODEL_DIR)
 
 
 def _checked_export(
@@ -290,13 +294,8 @@ def export_from_train_state(
     """
     metadata = build_metadata(config, step, train_focal_x_normalized=train_focal_x_normalized)
     variables = {"params": params, "batch_stats": batch_stats}
-    host_variables, record = _checked_export(variables, metadata)
-    export_dir = Path(export_dir)
-    with _atomic_directory(export_dir, overwrite) as temporary:
-        _write_export(temporary, host_variables, record)
-        if saved_model:
-            export_saved_model(load_export(temporary), temporary / SAVED_MODEL_DIR)
-    return export_dir
+    save_export(export_dir, variables, metadata, overwrite=overwrite, saved_model=saved_model)
+    return Path(export_dir)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -45,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -477,6 +478,46 @@ def create_eval_dataset(config: Any, split: str | None = None,
     dataset = records.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.prefetch(2)
     return _as_numpy_examples(dataset)
+
+
+def create_image_batches(data_dir: str, dataset: str, split: str, image_size: Sequence[int],
+                         batch_size: int, max_examples: int | None = None
+                         ) -> Iterator[np.ndarray]:
+    """Batches of images of `dataset`/`split` in file order, for statistics (AdaBN).
+
+    Yields float32 (b, H, W, 3) arrays in [0, 1] resized to `image_size` exactly as the
+    evaluation stream does; every batch has `batch_size` images except possibly the last.
+    Reads only the `image` feature, so unlabelled (target) datasets work. `max_examples`
+    None means the whole split.
+    """
+    _hide_gpus_from_tf()
+    config = eval_config(data_dir, dataset, split, image_size)
+    builder = load_builder(config, "eval")
+    _check_features(builder, "eval", dataset, TARGET_FEATURES)
+    _check_split(builder, "eval", dataset, split)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples: must be >= 1 or None, got {max_examples}")
+    decode = _decoder(builder, TARGET_FEATURES)
+    size = _image_size(config)
+    records, _ = _read_records(builder, split)
+    if max_examples is not None:
+        records = records.take(max_examples)
+    images = records.map(lambda serialized: resize_image(decode(serialized)["image"], size),
+                         num_parallel_calls=tf.data.AUTOTUNE)
+    return images.batch(batch_size).prefetch(2).as_numpy_iterator()
+
+
+def eval_config(data_dir: str, dataset: str, split: str, image_size: Sequence[int]) -> Any:
+    """The minimal config `create_eval_dataset` and `load_builder(config, "eval")` read."""
+    config = ml_collections.ConfigDict()
+    config.data = ml_collections.ConfigDict()
+    config.data.data_dir = os.fspath(data_dir)
+    config.data.eval = dataset
+    config.data.eval_split = split
+    config.data.image_size = tuple(int(side) for side in image_size)
+    return config
 
 
 def _as_numpy_examples(dataset: tf.data.Dataset) -> Iterator[dict[str, Any]]:

@@ -63,7 +63,7 @@ def test_evaluate_export_writes_the_table_json_and_csv(data_dir, export_dir, tmp
 
     # Independent scoring of the same predictions with evaluation.evaluate.
     model = export.load_export(export_dir)
-    config = evaluate._eval_config(data_dir, DATASET, "test", INPUT_SIZE)
+    config = input_pipeline.eval_config(data_dir, DATASET, "test", INPUT_SIZE)
     examples = list(input_pipeline.create_eval_dataset(config, "test"))
     images = np.zeros((4, *INPUT_SIZE, 3), np.float32)  # batch 2 twice: no new compilation
     images[:NUM_EXAMPLES] = [example["image"] for example in examples]

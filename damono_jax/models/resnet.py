@@ -26,7 +26,7 @@ _torchvision_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "norma
 
 # BatchNorm as in torchvision: eps 1e-5, PyTorch momentum 0.1 == Flax momentum 0.9. No
 # axis_name: under jit with sharded inputs the batch statistics are already global.
-_BN_MOMENTUM = 0.9
+BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
@@ -59,7 +59,7 @@ class BasicBlock(nn.Module):
         )
         norm = lambda name: nn.BatchNorm(  # noqa: E731
             use_running_average=not train,
-            momentum=_BN_MOMENTUM,
+            momentum=BN_MOMENTUM,
             epsilon=_BN_EPSILON,
             dtype=self.dtype,
             param_dtype=jnp.float32,
@@ -105,7 +105,7 @@ class ResNet18Encoder(nn.Module):
         )(x)
         x = nn.BatchNorm(
             use_running_average=not train,
-            momentum=_BN_MOMENTUM,
+            momentum=BN_MOMENTUM,
             epsilon=_BN_EPSILON,
             dtype=self.dtype,
             param_dtype=jnp.float32,

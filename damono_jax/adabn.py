@@ -1,0 +1,182 @@
+r"""AdaBN: the encoder's BatchNorm statistics re-estimated on target-domain images.
+
+```
+python -m damono_jax.adabn --export=W/export --data_dir=DATA \
+    --dataset=synthetic_driving/target --split=train --output=W/export_adabn \
+    [--batch_size=16] [--max_images=N]
+```
+
+Li et al., "Revisiting Batch Normalization for Practical Domain Adaptation" (2016): the
+weights are kept and every BatchNorm layer's running mean and variance are replaced by the
+statistics of its input over unlabelled images of the target domain. The encoder runs in
+training mode, so each layer sees inputs normalised with the current batch's statistics (as
+PyTorch's `reset_running_stats()` with `momentum=None` does); the per-batch statistics are
+pooled exactly over all images: `mean = E_b[mean_b]`, `var = E_b[var_b + mean_b**2] - mean**2`,
+batches weighted by their size. The result is a new export (`metadata["adabn"]` records the
+images used) that `evaluate` and `predict` read like any other.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import traverse_util
+
+from damono_jax import export
+from damono_jax.models.resnet import BN_MOMENTUM, ResNet18Encoder
+
+FLAGS = flags.FLAGS
+DEFAULT_BATCH_SIZE = 16
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_moments(encoder: ResNet18Encoder, params: Any, images: jax.Array) -> Any:
+    """Per-layer (mean, biased var) of this batch, as the training-mode forward computes them.
+
+    Flax updates `ra = momentum * ra + (1 - momentum) * batch_stat`; from zero running
+    statistics the update is `(1 - momentum) * batch_stat`, which is divided back out.
+    """
+    zeros = jax.tree.map(jnp.zeros_like, _abstract_stats(encoder, images.shape))
+    _, updates = encoder.apply(
+        {"params": params, "batch_stats": zeros}, images, train=True, mutable=["batch_stats"]
+    )
+    return jax.tree.map(lambda x: x / (1.0 - BN_MOMENTUM), updates["batch_stats"])
+
+
+def _abstract_stats(encoder: ResNet18Encoder, shape: Sequence[int]) -> Any:
+    images = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+    shapes = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), images)["batch_stats"]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def reestimate_encoder_stats(
+    encoder_params: Mapping[str, Any], image_batches: Iterable[np.ndarray]
+) -> dict[str, Any]:
+    """The encoder's `batch_stats` pooled over every image of `image_batches`.
+
+    Args:
+      encoder_params: `variables["params"]["encoder"]` of a DAMonodepth or DepthNet.
+      image_batches: float32 (b, H, W, 3) arrays in [0, 1]; sizes may differ per batch.
+
+    Returns:
+      A tree like `variables["batch_stats"]["encoder"]` (`mean`, `var` per BatchNorm).
+    """
+    encoder = ResNet18Encoder()
+    total = 0
+    sums: dict[tuple[str, ...], list[np.ndarray]] = {}
+    for batch in image_batches:
+        batch = np.asarray(batch, np.float32)
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.shape[0] == 0:
+            raise ValueError(f"image_batches: expected (b, H, W, 3) batches, got {batch.shape}")
+        moments = traverse_util.flatten_dict(
+            jax.device_get(_batch_moments(encoder, encoder_params, jnp.asarray(batch)))
+        )
+        count = batch.shape[0]
+        for path, mean in moments.items():
+            if path[-1] != "mean":
+                continue
+            mean = np.asarray(mean, np.float64)
+            square = np.asarray(moments[(*path[:-1], "var")], np.float64) + mean**2
+            previous = sums.setdefault(path[:-1], [np.zeros_like(mean), np.zeros_like(mean)])
+            previous[0] += count * mean
+            previous[1] += count * square
+        total += count
+    if total == 0:
+        raise ValueError("image_batches: no images to estimate BatchNorm statistics from")
+    stats = {}
+    for layer, (sum_mean, sum_square) in sums.items():
+        mean = sum_mean / total
+        stats[(*layer, "mean")] = mean.astype(np.float32)
+        stats[(*layer, "var")] = np.maximum(sum_square / total - mean**2, 0.0).astype(np.float32)
+    return traverse_util.unflatten_dict(stats)
+
+
+def adapt_variables(variables: Mapping[str, Any], image_batches: Iterable[np.ndarray]
+                    ) -> dict[str, Any]:
+    """DepthNet/DAMonodepth `variables` with the encoder's statistics from `image_batches`."""
+    params = variables["params"]
+    stats = reestimate_encoder_stats(params["encoder"], image_batches)
+    previous = jax.tree.structure(variables["batch_stats"]["encoder"])
+    if jax.tree.structure(stats) != previous:
+        raise ValueError("adapt_variables: re-estimated statistics do not match the encoder's")
+    return {"params": params, "batch_stats": {**variables["batch_stats"], "encoder": stats}}
+
+
+def adapt_export(
+    export_dir: str | Path,
+    data_dir: str | Path,
+    dataset: str,
+    split: str,
+    output_dir: str | Path,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_images: int | None = None,
+    saved_model: bool = False,
+) -> Path:
+    """Writes `output_dir`: the export at `export_dir` with AdaBN statistics of `dataset`.
+
+    The images are `dataset`/`split` of the TFDS `data_dir`, resized to the export's input
+    size as the evaluation does. `output_dir` is written atomically and must not exist.
+    """
+    from damono_jax import input_pipeline  # noqa: PLC0415 (TensorFlow only when adapting)
+
+    model = export.load_export(export_dir)
+    batches = input_pipeline.create_image_batches(
+        str(data_dir), dataset, split, model.input_size, batch_size, max_images
+    )
+    counted: list[int] = []
+
+    def counting(batches: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+        for batch in batches:
+            counted.append(len(batch))
+            yield batch
+
+    variables = adapt_variables(model.variables, counting(batches))
+    metadata = dict(model.metadata)
+    metadata["adabn"] = {
+        "dataset": dataset, "split": split, "num_images": int(sum(counted)),
+        "batch_size": int(batch_size), "from_export": str(Path(export_dir).absolute()),
+    }
+    for key in ("format_version", "damono_jax_version", "parameter_count"):
+        metadata.pop(key, None)
+    export.save_export(output_dir, variables, metadata, overwrite=False, saved_model=saved_model)
+    return Path(output_dir)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.batch_size < 1:
+        raise app.UsageError(f"--batch_size={FLAGS.batch_size}: must be >= 1")
+    if FLAGS.max_images is not None and FLAGS.max_images < 1:
+        raise app.UsageError(f"--max_images={FLAGS.max_images}: must be >= 1")
+    output = adapt_export(
+        FLAGS.export, FLAGS.data_dir, FLAGS.dataset, FLAGS.split, FLAGS.output,
+        batch_size=FLAGS.batch_size, max_images=FLAGS.max_images,
+        saved_model=FLAGS.saved_model,
+    )
+    print(f"wrote {output} (encoder BatchNorm statistics of {FLAGS.dataset}/{FLAGS.split})")
+
+
+def define_flags() -> None:
+    """Defines this CLI's absl flags (only when run as a program)."""
+    flags.DEFINE_string("export", None, "Export directory to adapt.", required=True)
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir of the target dataset.", required=True)
+    flags.DEFINE_string("dataset", None, "Target TFDS dataset, e.g. kitti_eigen.", required=True)
+    flags.DEFINE_string("split", "train", "Split whose images give the statistics.")
+    flags.DEFINE_string("output", None, "New export directory (must not exist).", required=True)
+    flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Images per training-mode pass.")
+    flags.DEFINE_integer("max_images", None, "Use only the first N images (default: all).")
+    flags.DEFINE_bool("saved_model", True, "Also write the TF SavedModel.")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

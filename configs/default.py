@@ -43,6 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.encoder_init = "scratch"  # or a path to a torchvision resnet18 .pth file
     config.model.shared_block_grad = "mean"  # "mean" (paper) or "sum"
     config.model.discriminator_features = (256, 128)  # PatchGAN widths after the input conv
+    # Encoder features with a GRL + classifier each: 0 = conv1, 1-4 = layer1-4 (4 = bottleneck,
+    # the paper's only one; docs/ablation_synthetic.md measures the others).
+    config.model.align_levels = (4,)
     # disp_to_depth range: depth = 1 / (1/max_depth + (1/min_depth - 1/max_depth) * sigmoid).
     # Supervised training needs the GT's sigmoid targets away from 0: with Monodepth2's 0.1 m,
     # 5-80 m maps to sigmoid 0.0003-0.019, SSIM's constants swamp the signal and the output

@@ -13,6 +13,8 @@ from typing import Any
 
 import ml_collections
 
+from damono_jax.models.da_monodepth import ALIGN_LEVELS
+
 # Rows of the ablation: which optional heads the model has and which losses train.
 VARIANTS: dict[str, dict[str, bool]] = {
     "baseline": {"use_semantic": False, "use_domain_classifier": False},
@@ -180,6 +182,15 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
         or not all(isinstance(v, int) and v > 0 for v in features)
     ):
         _fail("model.discriminator_features", f"{features!r} is not a tuple of positive ints")
+    levels = _get(config, "model.align_levels")
+    if (
+        not isinstance(levels, tuple | list)
+        or not levels
+        or len(set(levels)) != len(levels)
+        or not all(isinstance(v, int) and v in ALIGN_LEVELS for v in levels)
+    ):
+        _fail("model.align_levels", f"{levels!r} is not a tuple of distinct levels from "
+              f"{ALIGN_LEVELS}")
     if not isinstance(_get(config, "model.encoder_init"), str):
         _fail("model.encoder_init", "must be 'scratch' or a path")
     _check_number(config, "model.min_depth", minimum=0.0, strict_minimum=True)

@@ -253,12 +253,17 @@ def compute_loss_terms(
     if outputs.get("seg_logits") is not None:
         terms["seg"] = segmentation_loss(outputs["seg_logits"], batch["source_label"])
     if outputs.get("domain_logits") is not None:
-        source_logits = outputs["domain_logits"]["source"]
-        target_logits = outputs["domain_logits"]["target"]
-        terms["adv"] = adversarial_loss(source_logits, target_logits)
-        acc_source, acc_target = domain_accuracy(source_logits, target_logits)
-        terms["domain_acc_source"] = acc_source
-        terms["domain_acc_target"] = acc_target
+        per_level = outputs["domain_logits"]
+        if "source" in per_level:  # the bottleneck classifier alone (the paper's model)
+            per_level = {4: per_level}
+        # One classifier per aligned encoder level: mean loss and mean accuracies.
+        for logits in per_level.values():
+            terms["adv"] = terms["adv"] + adversarial_loss(logits["source"], logits["target"])
+            acc_source, acc_target = domain_accuracy(logits["source"], logits["target"])
+            terms["domain_acc_source"] = terms["domain_acc_source"] + acc_source
+            terms["domain_acc_target"] = terms["domain_acc_target"] + acc_target
+        for name in ("adv", "domain_acc_source", "domain_acc_target"):
+            terms[name] = terms[name] / len(per_level)
     terms["total"] = (
         config.loss.adv_weight * terms["adv"]
         + config.loss.depth_weight * terms["depth"]

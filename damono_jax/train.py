@@ -135,7 +135,9 @@ def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.S
 
         def labels(params: Any) -> Any:
             return traverse_util.path_aware_map(
-                lambda path, _: "discriminator" if path[0] == DOMAIN_CLASSIFIER else "default",
+                lambda path, _: (
+                    "discriminator" if path[0].startswith(DOMAIN_CLASSIFIER) else "default"
+                ),
                 params,
             )
 

@@ -1,6 +1,7 @@
 """Loss terms against independent torch (Monodepth2-style) and numpy computations."""
 
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -245,3 +246,30 @@ def test_total_is_the_weighted_sum(depth_inputs, rng):
     )
     assert float(baseline["seg"]) == 0.0 and float(baseline["adv"]) == 0.0
     np.testing.assert_allclose(float(baseline["total"]), float(terms["depth"]), rtol=1e-6)
+
+
+def test_adversarial_terms_average_the_aligned_levels():
+    rng = np.random.default_rng(3)
+    per_level = {
+        level: {"source": jnp.asarray(rng.normal(size=(2, h, h, 1)), jnp.float32),
+                "target": jnp.asarray(rng.normal(size=(2, h, h, 1)), jnp.float32)}
+        for level, h in ((0, 4), (4, 1))
+    }
+    config = SimpleNamespace(
+        model=SimpleNamespace(min_depth=1.0, max_depth=100.0),
+        data=SimpleNamespace(max_depth=80.0),
+        loss=SimpleNamespace(l1_weight=0.15, smoothness_weight=1e-3, depth_weight=1.0,
+                             seg_weight=0.1, adv_weight=0.1),
+    )
+    batch = {"source_image_clean": jnp.full((2, 8, 8, 3), 0.5, jnp.float32),
+             "source_depth": jnp.full((2, 8, 8), 10.0, jnp.float32)}
+    disp = [jnp.full((2, 8 // 2**s, 8 // 2**s, 1), 0.1, jnp.float32) for s in range(4)]
+    terms = losses.compute_loss_terms(
+        {"disp": disp, "seg_logits": None, "domain_logits": per_level}, batch, config)
+    expected = [losses.adversarial_loss(v["source"], v["target"]) for v in per_level.values()]
+    np.testing.assert_allclose(float(terms["adv"]), float(np.mean(expected)), rtol=1e-6)
+    accuracy = [losses.domain_accuracy(v["source"], v["target"])[1] for v in per_level.values()]
+    np.testing.assert_allclose(float(terms["domain_acc_target"]), float(np.mean(accuracy)))
+    single = losses.compute_loss_terms(
+        {"disp": disp, "seg_logits": None, "domain_logits": per_level[4]}, batch, config)
+    np.testing.assert_allclose(float(single["adv"]), float(expected[1]), rtol=1e-6)

@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from damono_jax import losses
 from damono_jax.models import (
     BasicBlock,
     DAMonodepth,
@@ -223,6 +224,9 @@ def test_depth_net_from_config():
         ({"num_classes": 0}, "full", "float32", "config.model.num_classes"),
         ({"discriminator_features": ()}, "full", "float32", "config.model.discriminator_features"),
         ({}, "full", "float16", "config.dtype: 'float16'"),
+        ({"align_levels": ()}, "full", "float32", "config.model.align_levels"),
+        ({"align_levels": (4, 4)}, "full", "float32", "config.model.align_levels"),
+        ({"align_levels": (5,)}, "full", "float32", "config.model.align_levels"),
     ],
 )
 def test_from_config_errors_name_the_key(overrides, variant, dtype, message):
@@ -477,3 +481,55 @@ def test_upsample_bilinear_rejects_bad_factors():
         upsample_bilinear(jnp.zeros((1, 2, 2, 1)), 2, 0)
     with pytest.raises(ValueError, match="12x20 is not an integer multiple of the input 8x10"):
         upsample_bilinear_to(jnp.zeros((1, 8, 10, 1)), 12, 20)
+
+
+# ------------------------------------------------------- alignment at several levels
+
+
+def test_every_aligned_level_has_its_own_classifier():
+    model = DAMonodepth.from_config(_model_config(align_levels=(4, 0, 2)), "full")
+    assert model.align_levels == (0, 2, 4)
+    source = jax.ShapeDtypeStruct((2, 64, 96, 3), jnp.float32)
+    target = jax.ShapeDtypeStruct((3, 64, 96, 3), jnp.float32)
+    variables = _abstract_init(model, source, target, grl_scale=jnp.float32(0))
+    assert {"domain_classifier", "domain_classifier_0", "domain_classifier_2"} <= set(
+        variables["params"]
+    )
+    # Level 0 has 64 input channels, level 2 128, the bottleneck 512.
+    assert variables["params"]["domain_classifier_0"]["conv_0"]["kernel"].shape == (3, 3, 64, 256)
+    assert variables["params"]["domain_classifier_2"]["conv_0"]["kernel"].shape[2] == 128
+    out = jax.eval_shape(lambda v, s, t: model.apply(v, s, t, grl_scale=jnp.float32(1)),
+                         variables, source, target)
+    logits = out["domain_logits"]
+    assert sorted(logits) == [0, 2, 4]
+    # Level 0 is H/2 x W/2 = 32x48, two stride-2 layers: 8x12 patches.
+    assert logits[0]["source"].shape == (2, 8, 12, 1)
+    assert logits[0]["target"].shape == (3, 8, 12, 1)
+    assert logits[4]["target"].shape == (3, 1, 1, 1)
+
+
+def test_a_classifier_on_an_early_level_reverses_gradients_into_the_layers_below_it_only():
+    model = DAMonodepth(align_levels=(0,), discriminator_features=(8,))
+    rng = np.random.default_rng(0)
+    source = jnp.asarray(rng.uniform(0, 1, (2, 32, 32, 3)), jnp.float32)
+    target = jnp.asarray(rng.uniform(0, 1, (2, 32, 32, 3)), jnp.float32)
+    variables = _random_variables(_abstract_init(model, source, target, grl_scale=0.0))
+
+    def adv_loss(params, scale):
+        out = model.apply({**variables, "params": params}, source, target, grl_scale=scale,
+                          train=False)
+        logits = out["domain_logits"][0]
+        return losses.adversarial_loss(logits["source"], logits["target"])
+
+    forward = jax.grad(adv_loss)(variables["params"], 1.0)
+    half = jax.grad(adv_loss)(variables["params"], -0.5)
+    conv1 = np.asarray(forward["encoder"]["conv1"]["kernel"])
+    assert np.abs(conv1).max() > 1e-6
+    # GRL: -scale * g into the encoder; the classifier's own gradient is not reversed.
+    np.testing.assert_allclose(np.asarray(half["encoder"]["conv1"]["kernel"]), -0.5 * conv1,
+                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        np.asarray(half["domain_classifier_0"]["logits"]["kernel"]),
+        np.asarray(forward["domain_classifier_0"]["logits"]["kernel"]), rtol=1e-6)
+    # layer4 does not feed level 0.
+    assert np.abs(np.asarray(forward["encoder"]["layer4_1"]["conv2"]["kernel"])).max() == 0.0

@@ -31,6 +31,10 @@ from damono_jax.models.grl import gradient_reversal
 from damono_jax.models.resnet import ResNet18Encoder
 
 VARIANTS = ("baseline", "seg", "full")
+# Encoder features a domain classifier can read: 0 = relu(bn1(conv1)), 1-4 = layer1-layer4
+# (4 is the bottleneck, the paper's only alignment point).
+ALIGN_LEVELS = (0, 1, 2, 3, 4)
+BOTTLENECK_LEVEL = 4
 SHARED_BLOCK_GRAD_MODES = ("mean", "sum")
 DEPTH_NET_PARTS = ("encoder", "shared_block", "depth_decoder")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -90,6 +94,8 @@ class DAMonodepth(nn.Module):
       use_semantic: build the semantic decoder (variants "seg" and "full").
       use_domain_classifier: build the GRL + PatchGAN domain classifier (variant "full").
       discriminator_features: widths of the classifier's stride-2 conv layers.
+      align_levels: encoder features (0-4, 4 = bottleneck) that each get a GRL and a
+        PatchGAN classifier of their own; the paper aligns the bottleneck only, `(4,)`.
       dtype: compute dtype (float32 or bfloat16); parameters are always float32, and the
         disparities and logits are returned in float32.
       weight_gradient: how every convolution's weight gradient is computed, "xla" (XLA's
@@ -102,6 +108,7 @@ class DAMonodepth(nn.Module):
     use_semantic: bool = True
     use_domain_classifier: bool = True
     discriminator_features: Sequence[int] = (256, 128)
+    align_levels: Sequence[int] = (BOTTLENECK_LEVEL,)
     dtype: Any = jnp.float32
     weight_gradient: str = "xla"
 
@@ -135,12 +142,21 @@ class DAMonodepth(nn.Module):
                 f"config.model.discriminator_features: {features!r} is not a non-empty "
                 "sequence of positive ints"
             )
+        levels = tuple(model_config.get("align_levels", (BOTTLENECK_LEVEL,)))
+        if not levels or len(set(levels)) != len(levels) or any(
+            level not in ALIGN_LEVELS for level in levels
+        ):
+            raise ValueError(
+                f"config.model.align_levels: {levels!r} is not a non-empty tuple of distinct "
+                f"levels from {ALIGN_LEVELS}"
+            )
         return cls(
             num_classes=num_classes,
             upsample_mode=_check_upsample_mode(_model_config_value(model_config, "upsample_mode")),
             use_semantic=variant in ("seg", "full"),
             use_domain_classifier=variant == "full",
             discriminator_features=features,
+            align_levels=tuple(sorted(levels)),
             dtype=_resolve_dtype(dtype),
             weight_gradient=_check_weight_gradient(weight_gradient),
         )
@@ -167,8 +183,9 @@ class DAMonodepth(nn.Module):
         Returns:
           dict with "disp": 4 arrays (B_s, H/2**s, W/2**s, 1), s = 0..3, sigmoid disparity;
           "seg_logits": 4 arrays (B_s, H/2**s, W/2**s, K) or None; "domain_logits":
-          {"source": (B_s, h, w, 1), "target": (B_t, h, w, 1)} patch logits or None. All
-          float32.
+          {"source": (B_s, h, w, 1), "target": (B_t, h, w, 1)} patch logits of the bottleneck
+          classifier, or `{level: {"source", "target"}}` when `align_levels` is not `(4,)`,
+          or None. All float32.
         """
         _check_images(source_images, "source_images")
         if self.use_domain_classifier:
@@ -221,16 +238,27 @@ class DAMonodepth(nn.Module):
 
         domain_logits = None
         if self.use_domain_classifier:
-            reversed_bottleneck = gradient_reversal(features[4], grl_scale)
-            logits = PatchDiscriminator(
-                features=tuple(self.discriminator_features),
-                dtype=self.dtype,
-                weight_gradient=self.weight_gradient,
-                name="domain_classifier",
-            )(reversed_bottleneck)
-            domain_logits = {"source": logits[:num_source], "target": logits[num_source:]}
+            domain_logits = {}
+            for level in self.align_levels:
+                logits = PatchDiscriminator(
+                    features=tuple(self.discriminator_features),
+                    dtype=self.dtype,
+                    weight_gradient=self.weight_gradient,
+                    name=domain_classifier_name(level),
+                )(gradient_reversal(features[level], grl_scale))
+                domain_logits[level] = {
+                    "source": logits[:num_source], "target": logits[num_source:]
+                }
+            if tuple(domain_logits) == (BOTTLENECK_LEVEL,):
+                domain_logits = domain_logits[BOTTLENECK_LEVEL]
 
         return {"disp": disp, "seg_logits": seg_logits, "domain_logits": domain_logits}
+
+
+def domain_classifier_name(level: int) -> str:
+    """Parameter subtree of the classifier on encoder feature `level` ("domain_classifier"
+    for the bottleneck, as in the paper's model; "domain_classifier_<level>" otherwise)."""
+    return "domain_classifier" if level == BOTTLENECK_LEVEL else f"domain_classifier_{level}"
 
 
 class DepthNet(nn.Module):

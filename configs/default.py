@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_parallel_calls = -1  # tf.data.AUTOTUNE
     config.data.prefetch = 2  # batches prefetched to device
     config.data.cache = False  # cache decoded examples in memory (small datasets only)
+    # Fourier Domain Adaptation (damono_jax/fda.py, beyond the paper): each source image takes
+    # the low-frequency amplitude of a target image, window floor(beta * min(H, W)); 0 = off.
+    config.data.fda_beta = 0.0
 
     # --------------------------------------------------------------- model
     config.model = ml_collections.ConfigDict()

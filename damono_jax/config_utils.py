@@ -49,6 +49,11 @@ def parse_variant(arg: str | None, default: str = "full") -> str:
     return variant
 
 
+def uses_target_images(config: Any) -> bool:
+    """Whether training reads the target stream: the domain classifier or FDA needs it."""
+    return config.variant == "full" or float(config.data.get("fda_beta", 0.0)) > 0.0
+
+
 def variant_flags(variant: str) -> dict[str, bool]:
     """`use_semantic` and `use_domain_classifier` for a variant name."""
     if variant not in VARIANTS:
@@ -146,7 +151,12 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
         _fail("data.image_size", f"{tuple(image_size)!r} is not a multiple of 32")
     for key in ("data.source", "data.eval"):
         _check_dataset(config, key)
-    if config.variant == "full":
+    fda_beta = _get(config, "data.fda_beta")
+    if not isinstance(fda_beta, int | float) or isinstance(fda_beta, bool) or not (
+        0.0 <= fda_beta < 0.5
+    ):
+        _fail("data.fda_beta", f"{fda_beta!r} is not a number in [0, 0.5)")
+    if uses_target_images(config):
         _check_dataset(config, "data.target")
     for key in ("data.source_split", "data.target_split", "data.eval_split"):
         value = _get(config, key)

@@ -6,7 +6,8 @@ Training (`create_train_iterator`) yields per-process numpy batches::
     source_image_clean  (b, H, W, 3) float32 in [0, 1], flipped like the rest, no jitter
     source_depth        (b, H, W)    float32 metres, 0 = invalid
     source_label        (b, H, W)    int32 Cityscapes train ids, 255 = ignore
-    target_image        (b, H, W, 3) float32 in [0, 1] (only when config.variant == "full")
+    target_image        (b, H, W, 3) float32 in [0, 1] (only when the variant is "full" or
+                        config.data.fda_beta > 0: `config_utils.uses_target_images`)
 
 with `b = config.batch_size // jax.process_count()` and `(H, W) = config.data.image_size`.
 
@@ -49,6 +50,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from damono_jax import config_utils
 
 # Features each stream reads. Missing ones are an error naming the dataset.
 SOURCE_FEATURES = ("image", "depth", "label")
@@ -401,7 +404,7 @@ def create_train_dataset(config: Any, start_step: int = 0, *, process_index: int
                   process_count=process_count)
     source = _train_stream(config, "source", config.data.source_split, "source",
                            SOURCE_FEATURES, **common)
-    if config.variant == "full":
+    if config_utils.uses_target_images(config):
         target = _train_stream(config, "target", config.data.target_split, "target",
                                TARGET_FEATURES, **common)
         dataset = tf.data.Dataset.zip(source, target).map(lambda s, t: {**s, **t})

@@ -33,7 +33,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from damono_jax import checkpointing, config_utils, geometry, losses, models, schedules
+from damono_jax import checkpointing, config_utils, fda, geometry, losses, models, schedules
 
 # Loss terms checked for NaN/Inf after every step, in the order they are reported.
 CHECKED_TERMS = ("depth", "seg", "adv", "total")
@@ -241,11 +241,16 @@ def train_step(
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
     target_images = batch["target_image"] if model.use_domain_classifier else None
+    source_images = batch["source_image"]
+    if config.data.fda_beta > 0:
+        source_images = fda.source_in_target_style(
+            source_images, batch["target_image"], config.data.fda_beta
+        )
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
         outputs, updates = model.apply(
             {"params": params, "batch_stats": state.batch_stats},
-            batch["source_image"],
+            source_images,
             target_images,
             grl_scale=grl_scale,
             train=True,

@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Encoder features with a GRL + classifier each: 0 = conv1, 1-4 = layer1-4 (4 = bottleneck,
     # the paper's only one; docs/ablation_synthetic.md measures the others).
     config.model.align_levels = (4,)
+    # Source and target BatchNorm statistics kept apart in the encoder (variant full; beyond
+    # the paper, which normalises [source; target] as one batch).
+    config.model.domain_specific_bn = False
     # disp_to_depth range: depth = 1 / (1/max_depth + (1/min_depth - 1/max_depth) * sigmoid).
     # Supervised training needs the GT's sigmoid targets away from 0: with Monodepth2's 0.1 m,
     # 5-80 m maps to sigmoid 0.0003-0.019, SSIM's constants swamp the signal and the output

@@ -201,6 +201,8 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
     ):
         _fail("model.align_levels", f"{levels!r} is not a tuple of distinct levels from "
               f"{ALIGN_LEVELS}")
+    if not isinstance(_get(config, "model.domain_specific_bn"), bool):
+        _fail("model.domain_specific_bn", "must be True or False")
     if not isinstance(_get(config, "model.encoder_init"), str):
         _fail("model.encoder_init", "must be 'scratch' or a path")
     _check_number(config, "model.min_depth", minimum=0.0, strict_minimum=True)

@@ -533,3 +533,52 @@ def test_a_classifier_on_an_early_level_reverses_gradients_into_the_layers_below
         np.asarray(forward["domain_classifier_0"]["logits"]["kernel"]), rtol=1e-6)
     # layer4 does not feed level 0.
     assert np.abs(np.asarray(forward["encoder"]["layer4_1"]["conv2"]["kernel"])).max() == 0.0
+
+
+# ------------------------------------------------------------- domain-specific BN
+
+
+def test_domain_batch_norm_normalises_each_domain_with_its_own_statistics():
+    from damono_jax.models.resnet import BN_MOMENTUM, DomainBatchNorm
+
+    rng = np.random.default_rng(0)
+    source = rng.normal(2.0, 3.0, (2, 4, 5, 6)).astype(np.float32)
+    target = rng.normal(-1.0, 0.5, (3, 4, 5, 6)).astype(np.float32)
+    x = jnp.asarray(np.concatenate([source, target]))
+    norm = DomainBatchNorm(use_running_average=False, num_source=2)
+    variables = norm.init(jax.random.key(0), x)
+    assert set(variables["batch_stats"]) == {"mean", "var", "source_mean", "source_var"}
+    y, updates = norm.apply(variables, x, mutable=["batch_stats"])
+    for part, rows in ((source, slice(0, 2)), (target, slice(2, 5))):
+        mean, var = part.mean(axis=(0, 1, 2)), part.var(axis=(0, 1, 2))
+        np.testing.assert_allclose(np.asarray(y[rows]), (part - mean) / np.sqrt(var + 1e-5),
+                                   rtol=1e-4, atol=1e-5)
+    stats = updates["batch_stats"]
+    np.testing.assert_allclose(stats["mean"], (1 - BN_MOMENTUM) * target.mean(axis=(0, 1, 2)),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["source_var"],
+                               BN_MOMENTUM + (1 - BN_MOMENTUM) * source.var(axis=(0, 1, 2)),
+                               rtol=1e-5)
+    # Inference normalises with the target's running statistics.
+    inference = DomainBatchNorm(use_running_average=True, num_source=2)
+    out = inference.apply({**variables, "batch_stats": stats}, x)
+    expected = (np.asarray(x) - stats["mean"]) / np.sqrt(stats["var"] + 1e-5)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_domain_specific_bn_model_exports_the_target_statistics_under_depth_net_names():
+    model = DAMonodepth.from_config(_model_config(domain_specific_bn=True), "full")
+    assert model.domain_specific_bn
+    source = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+    variables = _abstract_init(model, source, source, grl_scale=jnp.float32(0))
+    encoder_stats = variables["batch_stats"]["encoder"]
+    assert set(encoder_stats["bn1"]) == {"mean", "var", "source_mean", "source_var"}
+    assert set(encoder_stats["layer2_0"]["downsample_bn"]) == {
+        "mean", "var", "source_mean", "source_var"}
+    net_variables = depth_net_variables(variables)
+    expected = _abstract_init(DepthNet(), source)
+    assert jax.tree.structure(net_variables) == jax.tree.structure(expected)
+    # Without the domain classifier (variant seg) the option changes nothing.
+    seg = DAMonodepth.from_config(_model_config(domain_specific_bn=True), "seg")
+    seg_stats = _abstract_init(seg, source, None, grl_scale=jnp.float32(0))["batch_stats"]
+    assert set(seg_stats["encoder"]["bn1"]) == {"mean", "var"}

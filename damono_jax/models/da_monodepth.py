@@ -96,6 +96,8 @@ class DAMonodepth(nn.Module):
       discriminator_features: widths of the classifier's stride-2 conv layers.
       align_levels: encoder features (0-4, 4 = bottleneck) that each get a GRL and a
         PatchGAN classifier of their own; the paper aligns the bottleneck only, `(4,)`.
+      domain_specific_bn: with the domain classifier, the encoder's BatchNorms keep source
+        and target statistics apart (`resnet.DomainBatchNorm`); the paper shares them.
       dtype: compute dtype (float32 or bfloat16); parameters are always float32, and the
         disparities and logits are returned in float32.
       weight_gradient: how every convolution's weight gradient is computed, "xla" (XLA's
@@ -109,6 +111,7 @@ class DAMonodepth(nn.Module):
     use_domain_classifier: bool = True
     discriminator_features: Sequence[int] = (256, 128)
     align_levels: Sequence[int] = (BOTTLENECK_LEVEL,)
+    domain_specific_bn: bool = False
     dtype: Any = jnp.float32
     weight_gradient: str = "xla"
 
@@ -157,6 +160,7 @@ class DAMonodepth(nn.Module):
             use_domain_classifier=variant == "full",
             discriminator_features=features,
             align_levels=tuple(sorted(levels)),
+            domain_specific_bn=bool(model_config.get("domain_specific_bn", False)),
             dtype=_resolve_dtype(dtype),
             weight_gradient=_check_weight_gradient(weight_gradient),
         )
@@ -208,8 +212,12 @@ class DAMonodepth(nn.Module):
             images = source_images
 
         num_source = source_images.shape[0]
+        split_bn = self.domain_specific_bn and self.use_domain_classifier
         features = ResNet18Encoder(
-            dtype=self.dtype, weight_gradient=self.weight_gradient, name="encoder"
+            dtype=self.dtype,
+            weight_gradient=self.weight_gradient,
+            num_source=num_source if split_bn else None,
+            name="encoder",
         )(images, train=train)
         source_features = [f[:num_source] for f in features]
 
@@ -308,7 +316,16 @@ def depth_net_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
         )
     return {
         "params": {part: params[part] for part in DEPTH_NET_PARTS},
-        "batch_stats": {"encoder": variables["batch_stats"]["encoder"]},
+        "batch_stats": {"encoder": _without_source_stats(variables["batch_stats"]["encoder"])},
+    }
+
+
+def _without_source_stats(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Drops DomainBatchNorm's `source_mean`/`source_var`: inference uses the target's."""
+    return {
+        key: _without_source_stats(value) if isinstance(value, Mapping) else value
+        for key, value in tree.items()
+        if not str(key).startswith("source_")
     }
 
 

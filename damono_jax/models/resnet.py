@@ -35,6 +35,58 @@ def _symmetric_padding(pad: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return ((pad, pad), (pad, pad))
 
 
+class DomainBatchNorm(nn.Module):
+    """BatchNorm with separate statistics for the source and the target part of a batch.
+
+    Domain-specific statistics (after Chang et al., "Domain-Specific Batch Normalization",
+    2019) with ONE scale and bias: in training the first `num_source` images are normalised
+    with their own batch statistics and the rest with theirs. The running `mean`/`var` are
+    the target's (what an export deploys on the target domain, under nn.BatchNorm's names);
+    `source_mean`/`source_var` the source's. Inference normalises with the target's.
+    """
+
+    use_running_average: bool
+    num_source: int
+    momentum: float = BN_MOMENTUM
+    epsilon: float = _BN_EPSILON
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        stats = {
+            name: self.variable("batch_stats", name, init, (features,), jnp.float32)
+            for name, init in (("mean", jnp.zeros), ("var", jnp.ones),
+                               ("source_mean", jnp.zeros), ("source_var", jnp.ones))
+        }
+        x32 = x.astype(jnp.float32)
+        if self.use_running_average:
+            y = (x32 - stats["mean"].value) * jax.lax.rsqrt(stats["var"].value + self.epsilon)
+        else:
+            parts = []
+            for prefix, part in (("source_", x32[: self.num_source]), ("", x32[self.num_source:])):
+                mean = jnp.mean(part, axis=(0, 1, 2))
+                var = jnp.maximum(jnp.mean(jnp.square(part), axis=(0, 1, 2)) - mean**2, 0.0)
+                if not self.is_initializing():
+                    for name, value in (("mean", mean), ("var", var)):
+                        old = stats[prefix + name]
+                        old.value = self.momentum * old.value + (1 - self.momentum) * value
+                parts.append((part - mean) * jax.lax.rsqrt(var + self.epsilon))
+            y = jnp.concatenate(parts, axis=0)
+        return (y * scale + bias).astype(self.dtype)
+
+
+def _norm(train: bool, num_source: int | None, dtype: jnp.dtype, name: str) -> nn.Module:
+    """nn.BatchNorm, or DomainBatchNorm when the batch is [source; target] (`num_source`)."""
+    if num_source is not None:
+        return DomainBatchNorm(use_running_average=not train, num_source=num_source,
+                               dtype=dtype, name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                        epsilon=_BN_EPSILON, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
 class BasicBlock(nn.Module):
     """torchvision BasicBlock: conv3x3-BN-ReLU-conv3x3-BN, plus (projected) identity, ReLU."""
 
@@ -42,6 +94,7 @@ class BasicBlock(nn.Module):
     stride: int = 1
     dtype: jnp.dtype = jnp.float32
     weight_gradient: str = "xla"  # see damono_jax.models.conv
+    num_source: int | None = None  # domain-specific BN statistics (DomainBatchNorm)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -57,14 +110,7 @@ class BasicBlock(nn.Module):
             conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
             name=name,
         )
-        norm = lambda name: nn.BatchNorm(  # noqa: E731
-            use_running_average=not train,
-            momentum=BN_MOMENTUM,
-            epsilon=_BN_EPSILON,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name=name,
-        )
+        norm = lambda name: _norm(train, self.num_source, self.dtype, name)  # noqa: E731
         residual = x
         y = conv(self.features, 3, self.stride, 1, "conv1")(x)
         y = nn.relu(norm("bn1")(y))
@@ -86,6 +132,9 @@ class ResNet18Encoder(nn.Module):
 
     dtype: jnp.dtype = jnp.float32
     weight_gradient: str = "xla"  # see damono_jax.models.conv
+    # When set, the batch is [source; target] with this many source images and every BatchNorm
+    # keeps statistics per domain (DomainBatchNorm); None is torchvision's BatchNorm.
+    num_source: int | None = None
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> list[jax.Array]:
@@ -103,14 +152,7 @@ class ResNet18Encoder(nn.Module):
             conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
             name="conv1",
         )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=BN_MOMENTUM,
-            epsilon=_BN_EPSILON,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name="bn1",
-        )(x)
+        x = _norm(train, self.num_source, self.dtype, "bn1")(x)
         x = nn.relu(x)
         features = [x]
         # flax max_pool pads with -inf, like torch's MaxPool2d(3, 2, padding=1).
@@ -124,6 +166,7 @@ class ResNet18Encoder(nn.Module):
                     stride,
                     dtype=self.dtype,
                     weight_gradient=self.weight_gradient,
+                    num_source=self.num_source,
                     name=f"layer{stage + 1}_{block}",
                 )(x, train)
             features.append(x)

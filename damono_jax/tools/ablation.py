@@ -61,16 +61,19 @@ EXTRA_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "full_all_levels": ("full", {"model.align_levels": (0, 1, 2, 3, 4)}),
     "fda": ("baseline", {"data.fda_beta": FDA_BETA}),
     "full_fda": ("full", {"data.fda_beta": FDA_BETA}),
+    "full_dsbn": ("full", {"model.domain_specific_bn": True}),
 }
 EXTRA_TITLES = {
     "full_all_levels": "+ Seg + DA at every encoder level",
     "fda": "Baseline + FDA (source img. in target style)",
     "full_fda": "+ Seg + DA + FDA",
+    "full_dsbn": "+ Seg + DA, domain-specific BN statistics",
 }
 ADABN_SUFFIX = " + AdaBN"
 # Settings added to the config after runs were recorded, with the value that reproduces
 # the earlier behaviour: a stored run without the key matches only at this value.
-ADDED_SETTINGS = {"model.align_levels": "(4,)", "data.fda_beta": 0.0}
+ADDED_SETTINGS = {"model.align_levels": "(4,)", "data.fda_beta": 0.0,
+                  "model.domain_specific_bn": False}
 CURVE_TAG = "val/abs_rel"
 
 

@@ -90,3 +90,11 @@ def test_summary_has_an_adabn_row_per_variant_scored_with_it():
     assert rows[2][1:3] == ["1", "0.350"]
     runs = ablation.run_rows(records)
     assert runs[0][8] == "0.400 / 0.200" and runs[2][8] == "–"
+
+
+def test_the_oracle_trains_on_the_target_domain_and_is_scored_on_both():
+    config = ablation.run_config(synthetic_ablation.get_config(), "oracle", 0)
+    assert config.variant == "baseline"
+    assert config.data.source == "synthetic_driving/target"
+    assert config.data.target == "synthetic_driving/target"
+    assert "oracle" in ablation.NO_ADABN

@@ -15,6 +15,7 @@ section of `--output`; text outside that section is kept.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import glob
 import json
@@ -54,6 +55,13 @@ TRAIN_SCALARS = ("train/depth_loss", "train/seg_loss", "train/adv_loss",
 
 
 # Variants beyond the paper: name -> (the paper's variant they extend, config overrides).
+@dataclasses.dataclass(frozen=True)
+class SameAs:
+    """An override that copies another setting of the run's config ("data.target")."""
+
+    key: str
+
+
 # FDA_BETA is the middle of the values Yang and Soatto (2020) report (0.01, 0.05, 0.09),
 # fixed before any FDA run.
 FDA_BETA = 0.05
@@ -62,12 +70,17 @@ EXTRA_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "fda": ("baseline", {"data.fda_beta": FDA_BETA}),
     "full_fda": ("full", {"data.fda_beta": FDA_BETA}),
     "full_dsbn": ("full", {"model.domain_specific_bn": True}),
+    # Not adaptation: the baseline trained on the TARGET's labels, the bound DA aims at.
+    "oracle": ("baseline", {"data.source": SameAs("data.target")}),
 }
+# Rows without an AdaBN row (the oracle's statistics are already the target's).
+NO_ADABN = ("oracle",)
 EXTRA_TITLES = {
     "full_all_levels": "+ Seg + DA at every encoder level",
     "fda": "Baseline + FDA (source img. in target style)",
     "full_fda": "+ Seg + DA + FDA",
     "full_dsbn": "+ Seg + DA, domain-specific BN statistics",
+    "oracle": "Oracle: baseline on target img. + depth",
 }
 ADABN_SUFFIX = " + AdaBN"
 # Settings added to the config after runs were recorded, with the value that reproduces
@@ -95,12 +108,18 @@ def run_config(config: Any, variant: str, seed: int) -> Any:
         run.variant = base
         run.seed = seed
         for key, value in overrides.items():
-            *parents, leaf = key.split(".")
-            node = run
-            for parent in parents:
-                node = node[parent]
-            node[leaf] = value
+            if isinstance(value, SameAs):
+                value = _node(run, value.key)[value.key.rsplit(".", 1)[-1]]
+            _node(run, key)[key.rsplit(".", 1)[-1]] = value
     return run
+
+
+def _node(config: Any, key: str) -> Any:
+    """The ConfigDict holding the dotted `key` ("data.source" -> config.data)."""
+    node = config
+    for parent in key.split(".")[:-1]:
+        node = node[parent]
+    return node
 
 
 def logged_scalars(workdir: str, tags: Sequence[str]) -> dict[str, dict[int, float]]:
@@ -163,15 +182,19 @@ def settings_differences(stored: Mapping[str, Any] | None, current: Mapping[str,
     ]
 
 
-def score_export(config: Any, export_dir: str, output_prefix: str) -> dict[str, Any]:
-    """Every EVALUATIONS entry of an export (test splits, cap 80 m, no crop)."""
+def score_export(export_dir: str, data_dir: str, domains: Mapping[str, str],
+                 output_prefix: str) -> dict[str, Any]:
+    """Every EVALUATIONS entry of an export (test splits, cap 80 m, no crop).
+
+    `domains` names the TFDS datasets of "source" and "target": the ablation's pair, also
+    for a run (the oracle) that trains on other data.
+    """
     from damono_jax import evaluate  # noqa: PLC0415
 
     results = {}
     for name, stream, scaling in EVALUATIONS:
-        dataset = config.data.target if stream == "target" else config.data.source
         evaluated = evaluate.evaluate_export(
-            export_dir, config.data.data_dir, split="test", dataset=dataset, caps=(int(CAP),),
+            export_dir, data_dir, split="test", dataset=domains[stream], caps=(int(CAP),),
             crop="none", scaling=scaling, output_dir=f"{output_prefix}_{name}",
             progress=False, print_table=False,
         )
@@ -179,30 +202,34 @@ def score_export(config: Any, export_dir: str, output_prefix: str) -> dict[str, 
     return results
 
 
-def adabn_results(config: Any, run_dir: str) -> dict[str, Any]:
+def adabn_results(config: Any, run_dir: str, domains: Mapping[str, str]) -> dict[str, Any]:
     """Scores of the run's export after AdaBN on the target training images.
 
     The adapted export (`run_dir/export_adabn`, reused when present) has the encoder's
-    BatchNorm statistics of `config.data.target`/`target_split` and is scored on both
-    domains' test splits, as one model deployed on the target camera would be.
+    BatchNorm statistics of `domains["target"]`/`config.data.target_split` and is scored on
+    both domains' test splits, as one model deployed on the target camera would be.
     """
     from damono_jax import adabn  # noqa: PLC0415
 
     adapted = os.path.join(run_dir, "export_adabn")
     if not os.path.isdir(adapted):
         adabn.adapt_export(os.path.join(run_dir, "export"), config.data.data_dir,
-                           config.data.target, config.data.target_split, adapted)
-    return score_export(config, adapted, os.path.join(run_dir, "eval_adabn"))
+                           domains["target"], config.data.target_split, adapted)
+    return score_export(adapted, config.data.data_dir, domains,
+                        os.path.join(run_dir, "eval_adabn"))
 
 
-def train_and_score(config: Any, run_dir: str, *, adabn: bool = False) -> dict[str, Any]:
+def train_and_score(config: Any, run_dir: str, *, adabn: bool = False,
+                    domains: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Trains one run (resuming), exports it, evaluates both domains; writes run.json.
 
-    With `adabn`, the record also holds `results_adabn` (`adabn_results`), added to a
-    reused record that lacks it.
+    `domains` ("source", "target" datasets to score on) defaults to the run's own. With
+    `adabn`, the record also holds `results_adabn` (`adabn_results`), added to a reused
+    record that lacks it.
     """
     from damono_jax import train  # noqa: PLC0415
 
+    domains = domains or {"source": config.data.source, "target": config.data.target}
     record_path = os.path.join(run_dir, "run.json")
     settings = run_settings(config)
     if os.path.exists(record_path):
@@ -216,7 +243,7 @@ def train_and_score(config: Any, run_dir: str, *, adabn: bool = False) -> dict[s
             )
         logging.info("Reusing %s.", record_path)
         if adabn and "results_adabn" not in record:
-            record["results_adabn"] = adabn_results(config, run_dir)
+            record["results_adabn"] = adabn_results(config, run_dir, domains)
             _write_json(record_path, record)
         return record
     start = time.perf_counter()
@@ -229,11 +256,12 @@ def train_and_score(config: Any, run_dir: str, *, adabn: bool = False) -> dict[s
         "num_train_steps": int(config.num_train_steps),
         "config": settings,
         "train_seconds": round(train_s, 1),
-        "results": score_export(config, export_dir, os.path.join(run_dir, "eval")),
+        "results": score_export(export_dir, config.data.data_dir, domains,
+                                os.path.join(run_dir, "eval")),
         "final_train": last_train_scalars(run_dir),
     }
     if adabn:
-        record["results_adabn"] = adabn_results(config, run_dir)
+        record["results_adabn"] = adabn_results(config, run_dir, domains)
     _write_json(record_path, record)
     return record
 
@@ -416,6 +444,7 @@ def run_ablation(config: Any, workdir: str, variants: Sequence[str], seeds: Sequ
         config.data.data_dir = os.path.abspath(data_dir or os.path.join(workdir, "data"))
     for name in sorted({config.data.source, config.data.target}):
         print(build.build_dataset(name, config.data.data_dir), flush=True)
+    domains = {"source": config.data.source, "target": config.data.target}
     records = []
     total = len(variants) * len(seeds)
     for variant in variants:
@@ -423,7 +452,8 @@ def run_ablation(config: Any, workdir: str, variants: Sequence[str], seeds: Sequ
             run_dir = os.path.join(workdir, f"{variant}_seed{seed}")
             print(f"\n=== [{len(records) + 1}/{total}] {variant}, seed {seed}: {run_dir}",
                   flush=True)
-            record = train_and_score(run_config(config, variant, seed), run_dir, adabn=adabn)
+            record = train_and_score(run_config(config, variant, seed), run_dir,
+                                     adabn=adabn and variant not in NO_ADABN, domains=domains)
             target = record["results"]["target"]
             print(f"    target abs_rel {target['abs_rel']:.3f} rmse {target['rmse']:.3f} "
                   f"a1 {target['a1']:.3f}", flush=True)

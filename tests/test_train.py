@@ -273,17 +273,7 @@ def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint
     assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
 
 
-@pytest.mark.parametrize("variant", [
-    "seg",
-    pytest.param("full", marks=pytest.mark.xfail(strict=True, reason=(
-        "open: with the domain classifier the encoder gradients of the 4-device step differ "
-        "from the 1-device step by 5e-3 relative at grl_scale 0.7 (9e-5 at grl_scale 0), "
-        "while baseline/seg agree to 1e-6 and permuting the full variant's batch on one "
-        "device moves them by 1.3e-6; the classifier's gradients agree to 5e-6. Localised: "
-        "layer3_0 conv1/bn1 and every layer before it are off, layer3_0 conv2/bn2/downsample "
-        "and later layers agree to 4e-6; a sharding constraint on the source+target concat "
-        "and --xla_cpu_use_xnnpack=false change nothing"))),
-])
+@pytest.mark.parametrize("variant", ["seg", "full"])
 def test_four_devices_match_one_device(variant):
     """One step on a 4-device mesh equals the 1-device step (gradients, batch stats, params).
 

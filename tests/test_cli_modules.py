@@ -12,6 +12,8 @@ CLI_MODULES = (
     "damono_jax.tools.summary",
     "damono_jax.tools.demo",
     "damono_jax.tools.ablation",
+    "damono_jax.tools.domain_probe",
+    "damono_jax.adabn",
     "data_prep.build",
 )
 

@@ -11,7 +11,8 @@ PYTEST_WORKERS ?= 2
 DEMO_DIR ?= demo_output
 ABLATION_DIR ?= ablation_output
 
-.PHONY: setup test lint demo ablation clean
+.PHONY: setup test lint demo ablation ablation-long clean
+comma := ,
 
 $(RUNTIME_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,11 +31,23 @@ setup: $(STAMP)
 demo: $(RUNTIME_STAMP)
 	$(PY) -m damono_jax.tools.demo --config=configs/synthetic.py:full --workdir=$(DEMO_DIR)
 
-# The synthetic miniature of the paper's Table 3: baseline, +seg and +seg+DA, 3 seeds each;
-# writes docs/ablation_synthetic.md. Finished runs are reused, so a killed run can be restarted.
+# The synthetic miniature of the paper's Table 3: the paper's three rows, the beyond-paper
+# variants, their AdaBN rows and the oracle, 3 seeds each, plus the domain probe of the seed-0
+# models; writes docs/ablation_synthetic.md and docs/figures/. Finished runs are reused, so a
+# killed run can be restarted. `make ablation-long`: the 1,000-step learning curves.
+PROBE_RUNS = $(foreach v,baseline seg full full_all_levels full_dsbn fda full_fda oracle,$(v)=$(ABLATION_DIR)/$(v)_seed0/export)
 ablation: $(RUNTIME_STAMP)
 	$(PY) -m damono_jax.tools.ablation --config=configs/synthetic_ablation.py \
 		--workdir=$(ABLATION_DIR) --output=docs/ablation_synthetic.md
+	$(PY) -m damono_jax.tools.domain_probe --data_dir=$(ABLATION_DIR)/data \
+		--runs=$(subst $(eval) ,$(comma),$(PROBE_RUNS)) --output=docs/ablation_synthetic.md
+
+ablation-long: $(RUNTIME_STAMP)
+	$(PY) -m damono_jax.tools.ablation --config=configs/synthetic_ablation.py \
+		--config.num_train_steps=1000 --config.eval_every_steps=100 \
+		--config.checkpoint_every_steps=100 --config.image_log_every_steps=1000 \
+		--variants=baseline,seg,full --seeds=0 --workdir=$(ABLATION_DIR)_long \
+		--data_dir=$(ABLATION_DIR)/data --output=docs/ablation_synthetic.md --section=long
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
@@ -43,4 +56,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check damono_jax data_prep configs tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_DIR) $(ABLATION_DIR)
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_DIR) $(ABLATION_DIR) $(ABLATION_DIR)_long

@@ -52,6 +52,7 @@ def test_demo_builds_trains_exports_evaluates_and_predicts(tmp_path, capsys):
     ):
         assert f"=== [{number}/5] {title}" in printed
     assert "--max_examples_per_split=8" in printed
+    assert printed.rstrip().endswith(demo.ABLATION_FINDING)
 
     # Both datasets were built with 8 frames in each split.
     for domain in ("source", "target"):

@@ -502,7 +502,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", "ablation_output", "Folder for data, runs and results.")
     flags.DEFINE_string("data_dir", None,
                         "TFDS data_dir (default: WORKDIR/data, built if missing).")
-    flags.DEFINE_list("variants", ["baseline", "seg", "full"],
+    flags.DEFINE_list("variants", [*VARIANT_TITLES, *EXTRA_VARIANTS],
                       f"Variants to train: {', '.join(VARIANT_TITLES)} (the paper's) or "
                       f"{', '.join(EXTRA_VARIANTS)}.")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (config.seed) per variant.")

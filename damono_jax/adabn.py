@@ -43,14 +43,15 @@ def _batch_moments(encoder: ResNet18Encoder, params: Any, images: jax.Array) -> 
     Flax updates `ra = momentum * ra + (1 - momentum) * batch_stat`; from zero running
     statistics the update is `(1 - momentum) * batch_stat`, which is divided back out.
     """
-    zeros = jax.tree.map(jnp.zeros_like, _abstract_stats(encoder, images.shape))
+    zeros = _zero_stats(encoder, images.shape)
     _, updates = encoder.apply(
         {"params": params, "batch_stats": zeros}, images, train=True, mutable=["batch_stats"]
     )
     return jax.tree.map(lambda x: x / (1.0 - BN_MOMENTUM), updates["batch_stats"])
 
 
-def _abstract_stats(encoder: ResNet18Encoder, shape: Sequence[int]) -> Any:
+def _zero_stats(encoder: ResNet18Encoder, shape: Sequence[int]) -> Any:
+    """Zero running statistics of the encoder's structure (shapes from `eval_shape`)."""
     images = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
     shapes = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), images)["batch_stats"]
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)

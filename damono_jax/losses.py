@@ -253,11 +253,11 @@ def compute_loss_terms(
     if outputs.get("seg_logits") is not None:
         terms["seg"] = segmentation_loss(outputs["seg_logits"], batch["source_label"])
     if outputs.get("domain_logits") is not None:
-        per_level = outputs["domain_logits"]
-        if "source" in per_level:  # the bottleneck classifier alone (the paper's model)
-            per_level = {4: per_level}
-        # One classifier per aligned encoder level: mean loss and mean accuracies.
-        for logits in per_level.values():
+        domain_logits = outputs["domain_logits"]
+        # The bottleneck classifier alone (the paper's model), or one per aligned encoder
+        # level ({level: logits}): mean loss and mean accuracies over the classifiers.
+        per_level = [domain_logits] if "source" in domain_logits else domain_logits.values()
+        for logits in per_level:
             terms["adv"] = terms["adv"] + adversarial_loss(logits["source"], logits["target"])
             acc_source, acc_target = domain_accuracy(logits["source"], logits["target"])
             terms["domain_acc_source"] = terms["domain_acc_source"] + acc_source

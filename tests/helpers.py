@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -25,6 +27,19 @@ def random_depth_net_variables(input_size: tuple[int, int], seed: int = 0) -> di
         return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def build_tiny_dataset(directory: str | os.PathLike, name: str, num_examples: int) -> str:
+    """Builds TFDS dataset `name` (a project builder) with `num_examples` per split into
+    `directory`; returns the data_dir."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415 (TensorFlow only for dataset tests)
+
+    import data_prep  # noqa: F401, PLC0415 (registers the builders)
+
+    path = os.fspath(directory)
+    download_config = tfds.download.DownloadConfig(max_examples_per_split=num_examples)
+    tfds.builder(name, data_dir=path).download_and_prepare(download_config=download_config)
+    return path
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from damono_jax import adabn, export, input_pipeline
 from damono_jax.models import resnet
@@ -80,12 +78,7 @@ def test_empty_or_malformed_batches_are_errors():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> str:
-    import data_prep  # noqa: F401  (registers the builders)
-
-    path = os.fspath(tmp_path_factory.mktemp("tfds"))
-    download_config = tfds.download.DownloadConfig(max_examples_per_split=NUM_EXAMPLES)
-    tfds.builder(DATASET, data_dir=path).download_and_prepare(download_config=download_config)
-    return path
+    return helpers.build_tiny_dataset(tmp_path_factory.mktemp("tfds"), DATASET, NUM_EXAMPLES)
 
 
 def test_adapt_export_writes_a_new_export_with_target_statistics(data_dir, tmp_path):

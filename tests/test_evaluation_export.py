@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from damono_jax import evaluate, evaluation, export, input_pipeline
 from tests import helpers
@@ -24,12 +23,7 @@ def random_depth_net_variables(seed: int = 0) -> dict:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> str:
-    import data_prep  # noqa: F401  (registers the builders)
-
-    path = os.fspath(tmp_path_factory.mktemp("tfds"))
-    download_config = tfds.download.DownloadConfig(max_examples_per_split=NUM_EXAMPLES)
-    tfds.builder(DATASET, data_dir=path).download_and_prepare(download_config=download_config)
-    return path
+    return helpers.build_tiny_dataset(tmp_path_factory.mktemp("tfds"), DATASET, NUM_EXAMPLES)
 
 
 @pytest.fixture(scope="module")

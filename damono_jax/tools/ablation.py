@@ -54,7 +54,6 @@ TRAIN_SCALARS = ("train/depth_loss", "train/seg_loss", "train/adv_loss",
                  "train/domain_acc_source", "train/domain_acc_target")
 
 
-# Variants beyond the paper: name -> (the paper's variant they extend, config overrides).
 @dataclasses.dataclass(frozen=True)
 class SameAs:
     """An override that copies another setting of the run's config ("data.target")."""
@@ -65,6 +64,7 @@ class SameAs:
 # FDA_BETA is the middle of the values Yang and Soatto (2020) report (0.01, 0.05, 0.09),
 # fixed before any FDA run.
 FDA_BETA = 0.05
+# Variants beyond the paper: name -> (the paper's variant they extend, config overrides).
 EXTRA_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "full_all_levels": ("full", {"model.align_levels": (0, 1, 2, 3, 4)}),
     "fda": ("baseline", {"data.fda_beta": FDA_BETA}),
@@ -375,9 +375,13 @@ def report(config: Any, records: Sequence[Mapping[str, Any]], variants: Sequence
 FIGURE_TEST_INDICES = (0, 50, 100, 150)
 
 
-def make_figures(config: Any, records: Sequence[Mapping[str, Any]], variants: Sequence[str],
-                 figures_dir: str, section: str, relative_to: str) -> list[tuple[str, str]]:
-    """Writes the learning-curve and Figure 4 PNGs; returns (caption, path from the doc)."""
+def make_figures(records: Sequence[Mapping[str, Any]], variants: Sequence[str], *,
+                 data_dir: str, target: str, num_train_steps: int, figures_dir: str,
+                 section: str, relative_to: str) -> list[tuple[str, str]]:
+    """Writes the learning-curve and Figure 4 PNGs; returns (caption, path from the doc).
+
+    Figure 4 shows `target`'s test frames FIGURE_TEST_INDICES from the TFDS `data_dir`.
+    """
     from damono_jax import export, input_pipeline  # noqa: PLC0415
     from damono_jax.tools import ablation_figures  # noqa: PLC0415
 
@@ -388,7 +392,7 @@ def make_figures(config: Any, records: Sequence[Mapping[str, Any]], variants: Se
         per_seed = [validation_curve(r["run_dir"]) for r in runs]
         if runs and all(per_seed):
             curves[variant_title(variant)] = per_seed
-    steps = int(config.num_train_steps)
+    steps = int(num_train_steps)
     if curves:
         path = ablation_figures.plot_learning_curves(
             curves, os.path.join(figures_dir, f"{section}_curves.png"),
@@ -403,10 +407,9 @@ def make_figures(config: Any, records: Sequence[Mapping[str, Any]], variants: Se
     if not models:
         return figures
     input_size = next(iter(models.values())).input_size
-    eval_config = input_pipeline.eval_config(config.data.data_dir, config.data.target, "test",
-                                             input_size)
+    test_config = input_pipeline.eval_config(data_dir, target, "test", input_size)
     examples = list(input_pipeline.create_eval_dataset(
-        eval_config, "test", max(FIGURE_TEST_INDICES) + 1))
+        test_config, "test", max(FIGURE_TEST_INDICES) + 1))
     chosen = [examples[i] for i in FIGURE_TEST_INDICES]
     images = np.stack([e["image"] for e in chosen])
     predictions = {
@@ -472,19 +475,19 @@ def main(argv: list[str]) -> None:
     except ValueError as error:
         raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: expected integers") from error
     start = time.perf_counter()
-    records = run_ablation(FLAGS.config, FLAGS.workdir, FLAGS.variants, seeds, FLAGS.data_dir,
+    data_dir = os.path.abspath(FLAGS.data_dir or os.path.join(FLAGS.workdir, "data"))
+    records = run_ablation(FLAGS.config, FLAGS.workdir, FLAGS.variants, seeds, data_dir,
                            adabn=FLAGS.adabn)
     command = "python -m damono_jax.tools.ablation " + " ".join(
         arg for arg in sys.argv[1:] if not arg.startswith("--output")
     )
     figures = []
     if FLAGS.output and FLAGS.figures_dir:
-        config = copy.deepcopy(FLAGS.config)
-        with config.unlocked():
-            config.data.data_dir = os.path.abspath(
-                FLAGS.data_dir or os.path.join(FLAGS.workdir, "data"))
-        figures = make_figures(config, records, FLAGS.variants, FLAGS.figures_dir,
-                               FLAGS.section, os.path.dirname(os.path.abspath(FLAGS.output)))
+        figures = make_figures(
+            records, FLAGS.variants, data_dir=data_dir, target=FLAGS.config.data.target,
+            num_train_steps=FLAGS.config.num_train_steps, figures_dir=FLAGS.figures_dir,
+            section=FLAGS.section, relative_to=os.path.dirname(os.path.abspath(FLAGS.output)),
+        )
     body = report(FLAGS.config, records, FLAGS.variants, command.strip(),
                   time.perf_counter() - start, figures)
     print("\n" + body)

@@ -1,29 +1,11 @@
-"""Micro-benchmarks of convolution backward passes: XLA's autodiff vs matmul formulations.
+"""Micro-benchmark of convolution weight gradients: XLA's autodiff vs the band formulation.
 
-XLA's HLO dump of the DA train step on CPU shows the backward convolutions dominating:
-
-* the weight gradient of a KxK convolution is itself a convolution whose *window* is the
-  whole output feature map and whose output is KxK; XLA:CPU runs it on the generic
-  (Eigen spatial-convolution) path, far from matmul speed;
-* the input gradient of a stride-2 convolution is a convolution with `lhs_dilation=2`,
-  so three quarters of the multiplications are by inserted zeros.
-
-This module defines drop-in alternatives for `lax.conv_general_dilated` (NHWC / HWIO, no
-dilation, one feature group) that keep the backward pass on the matmul path, checks that
-they agree with XLA's gradients, and times them against XLA's autodiff and PyTorch
-(oneDNN) on the layer shapes of the DA-Monodepth network, interleaving all variants in
-one run so machine load affects them equally:
-
-* `conv_matmul_vjp`: `jax.custom_vjp` convolution; forward is XLA's convolution, the
-  weight gradient is an im2col matrix multiply and the input gradient is one matrix
-  multiply followed by a col2im that adds the K*K shifted taps (phase by phase for
-  stride 2, so no zeros are ever multiplied);
-* `conv_space_to_depth`: a stride-2 KxK convolution rewritten as a stride-1
-  ceil(K/2)xceil(K/2) convolution on the space-to-depth input (kernel zero-padded to an
-  even size), whose autodiff input gradient needs no lhs dilation;
-* `band_wgrad`: the model's own formulation (`damono_jax.models.conv.conv2d_band_wgrad`):
-  XLA's forward and input gradient, the weight gradient as one 1-D convolution per kernel
-  row with B*Ho contracted features.
+`band_wgrad` is the model's own formulation (`damono_jax.models.conv.conv2d_band_wgrad`,
+what `config.conv_weight_gradient="band"` uses): XLA's forward and input gradient, the
+weight gradient as one 1-D convolution per kernel row with B*Ho contracted features.
+`xla_autodiff` is `lax.conv_general_dilated` differentiated by XLA. Both are checked against
+each other and timed, interleaved, with PyTorch (oneDNN) as a reference, on the layer shapes
+of the DA-Monodepth network.
 
 Run: `python -m benchmarks.conv_backward --batch_size=4 --image_size=192,640`; add
 `--weight_gradient_only --with_heads` to time just the kernel gradients of every
@@ -33,7 +15,6 @@ convolution shape, output convs and domain classifier included.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import math
 import sys
@@ -49,346 +30,26 @@ from jax import lax
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import timing  # noqa: E402
-from damono_jax.models.conv import conv2d_band_wgrad  # noqa: E402
+from benchmarks import timing
+from damono_jax.models.conv import conv2d_band_wgrad
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 ConvFn = Callable[[jax.Array, jax.Array, int, Padding], jax.Array]
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
-# Captured at import, so `flax_conv_override` can replace the function Flax calls without
-# the formulations below (which call this one) recursing into themselves.
-_LAX_CONV_GENERAL_DILATED = lax.conv_general_dilated
-
-
 def conv_lax(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
     """Reference: `lax.conv_general_dilated` in NHWC/HWIO, gradients from XLA autodiff."""
-    return _LAX_CONV_GENERAL_DILATED(
+    return lax.conv_general_dilated(
         x, kernel, (stride, stride), padding, dimension_numbers=_DIMENSION_NUMBERS
     )
 
 
-# ---------------------------------------------------------------------------- im2col helpers
+VARIANTS: dict[str, ConvFn] = {"xla_autodiff": conv_lax, "band_wgrad": conv2d_band_wgrad}
 
 
 def _output_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
     return (size + pad[0] + pad[1] - kernel) // stride + 1
-
-
-def _taps(
-    padded: jax.Array, kernel_hw: tuple[int, int], stride: int, out_hw: tuple[int, int]
-) -> list[jax.Array]:
-    """The KH*KW strided views of a padded NHWC input that meet each kernel tap."""
-    kernel_h, kernel_w = kernel_hw
-    out_h, out_w = out_hw
-    views = []
-    for tap_h in range(kernel_h):
-        for tap_w in range(kernel_w):
-            views.append(
-                lax.slice(
-                    padded,
-                    (0, tap_h, tap_w, 0),
-                    (
-                        padded.shape[0],
-                        tap_h + stride * (out_h - 1) + 1,
-                        tap_w + stride * (out_w - 1) + 1,
-                        padded.shape[3],
-                    ),
-                    (1, stride, stride, 1),
-                )
-            )
-    return views
-
-
-def _col2im(
-    columns: jax.Array, padded_hw: tuple[int, int], stride: int, out_hw: tuple[int, int]
-) -> jax.Array:
-    """Adds per-tap columns `(B, Ho, Wo, KH, KW, C)` back onto the padded input grid.
-
-    For stride s, tap k = s*q + r lands on output row s*(i + q) + r: every tap of phase r
-    is a shift by q of a low-resolution grid. The phases are summed separately and then
-    interleaved (depth-to-space), so the work is additions only.
-    """
-    batch, out_h, out_w, kernel_h, kernel_w, channels = columns.shape
-    padded_h, padded_w = padded_hw
-    low_h = math.ceil(padded_h / stride)
-    low_w = math.ceil(padded_w / stride)
-    phase_rows = []
-    for phase_h in range(stride):
-        phase_cols = []
-        for phase_w in range(stride):
-            total = jnp.zeros((batch, low_h, low_w, channels), columns.dtype)
-            for tap_h in range(phase_h, kernel_h, stride):
-                for tap_w in range(phase_w, kernel_w, stride):
-                    shift_h, shift_w = tap_h // stride, tap_w // stride
-                    total = total + jnp.pad(
-                        columns[:, :, :, tap_h, tap_w, :],
-                        (
-                            (0, 0),
-                            (shift_h, low_h - out_h - shift_h),
-                            (shift_w, low_w - out_w - shift_w),
-                            (0, 0),
-                        ),
-                    )
-            phase_cols.append(total)
-        phase_rows.append(jnp.stack(phase_cols, axis=3))  # (B, low_h, low_w, s, C)
-    grid = jnp.stack(phase_rows, axis=2)  # (B, low_h, s, low_w, s, C)
-    grid = grid.reshape(batch, low_h * stride, low_w * stride, channels)
-    return grid[:, :padded_h, :padded_w, :]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_matmul_vjp(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-    """`conv_lax` with a backward pass made of matrix multiplies (see the module doc)."""
-    return conv_lax(x, kernel, stride, padding)
-
-
-def _conv_matmul_vjp_fwd(x, kernel, stride, padding):
-    return conv_lax(x, kernel, stride, padding), (x, kernel)
-
-
-def _conv_matmul_vjp_bwd(stride, padding, residuals, grad_out):
-    x, kernel = residuals
-    kernel_h, kernel_w, in_channels, out_channels = kernel.shape
-    batch, out_h, out_w, _ = grad_out.shape
-    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    grad_rows = grad_out.reshape(batch * out_h * out_w, out_channels)
-    # Weight gradient: im2col (B*Ho*Wo, KH*KW*Cin) transposed times the output gradient.
-    patches = jnp.concatenate(_taps(padded, (kernel_h, kernel_w), stride, (out_h, out_w)), -1)
-    patches = patches.reshape(batch * out_h * out_w, kernel_h * kernel_w * in_channels)
-    grad_kernel = (patches.T @ grad_rows).reshape(kernel.shape)
-    # Input gradient: output gradient times the kernel, then col2im onto the padded grid.
-    columns = grad_rows @ kernel.reshape(-1, out_channels).T
-    columns = columns.reshape(batch, out_h, out_w, kernel_h, kernel_w, in_channels)
-    grad_padded = _col2im(columns, padded.shape[1:3], stride, (out_h, out_w))
-    (top, _), (left, _) = padding
-    grad_x = grad_padded[:, top : top + x.shape[1], left : left + x.shape[2], :]
-    return grad_x, grad_kernel
-
-
-conv_matmul_vjp.defvjp(_conv_matmul_vjp_fwd, _conv_matmul_vjp_bwd)
-
-
-def _xla_input_grad(x, kernel, stride, padding, grad_out):
-    """XLA's own input gradient (the transposed convolution autodiff would emit)."""
-    _, vjp = jax.vjp(lambda x_: conv_lax(x_, kernel, stride, padding), x)
-    return vjp(grad_out)[0]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_wgrad_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-    """`conv_lax`; backward: XLA's input gradient, im2col-matmul weight gradient."""
-    return conv_lax(x, kernel, stride, padding)
-
-
-def _conv_wgrad_im2col_bwd(stride, padding, residuals, grad_out):
-    x, kernel = residuals
-    kernel_h, kernel_w, in_channels, out_channels = kernel.shape
-    batch, out_h, out_w, _ = grad_out.shape
-    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    patches = jnp.concatenate(_taps(padded, (kernel_h, kernel_w), stride, (out_h, out_w)), -1)
-    patches = patches.reshape(batch * out_h * out_w, kernel_h * kernel_w * in_channels)
-    grad_rows = grad_out.reshape(batch * out_h * out_w, out_channels)
-    grad_kernel = (patches.T @ grad_rows).reshape(kernel.shape)
-    return _xla_input_grad(x, kernel, stride, padding, grad_out), grad_kernel
-
-
-conv_wgrad_im2col.defvjp(_conv_matmul_vjp_fwd, _conv_wgrad_im2col_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_wgrad_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-    """`conv_lax`; backward: XLA's input gradient, weight gradient as one matmul per tap.
-
-    Unlike im2col this never materialises the KH*KW-times larger patch matrix: tap
-    (kh, kw) of the weight gradient is `view(kh, kw)^T @ grad_out` over B*Ho*Wo rows.
-    """
-    return conv_lax(x, kernel, stride, padding)
-
-
-def _conv_wgrad_taps_bwd(stride, padding, residuals, grad_out):
-    x, kernel = residuals
-    kernel_h, kernel_w, _, _ = kernel.shape
-    _, out_h, out_w, _ = grad_out.shape
-    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    views = _taps(padded, (kernel_h, kernel_w), stride, (out_h, out_w))
-    grad_kernel = jnp.stack(
-        [jnp.einsum("bhwi,bhwo->io", view, grad_out) for view in views]
-    ).reshape(kernel.shape)
-    return _xla_input_grad(x, kernel, stride, padding, grad_out), grad_kernel
-
-
-conv_wgrad_taps.defvjp(_conv_matmul_vjp_fwd, _conv_wgrad_taps_bwd)
-
-
-def space_to_depth(x: jax.Array, block: int) -> jax.Array:
-    """(B, H, W, C) -> (B, H/b, W/b, b*b*C), channel order (row phase, col phase, C)."""
-    batch, height, width, channels = x.shape
-    if height % block or width % block:
-        raise ValueError(f"space_to_depth: spatial size {height}x{width} not divisible by {block}")
-    x = x.reshape(batch, height // block, block, width // block, block, channels)
-    x = x.transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(batch, height // block, width // block, block * block * channels)
-
-
-def conv_space_to_depth(
-    x: jax.Array,
-    kernel: jax.Array,
-    stride: int,
-    padding: Padding,
-    inner_conv: ConvFn = conv_lax,
-) -> jax.Array:
-    """A stride-2 convolution as a stride-1 convolution on the space-to-depth input.
-
-    The KxK kernel is zero-padded to 2*ceil(K/2) and the padded input to an even size;
-    tap k = 2q + r of the kernel becomes tap q of phase r. `inner_conv` computes the
-    stride-1 convolution (and stride-1 calls are passed straight to it).
-    """
-    if stride == 1:
-        return inner_conv(x, kernel, stride, padding)
-    if stride != 2:
-        raise ValueError(f"conv_space_to_depth: stride {stride} unsupported (1 or 2)")
-    kernel_h, kernel_w, in_channels, out_channels = kernel.shape
-    out_h = _output_size(x.shape[1], kernel_h, 2, padding[0])
-    out_w = _output_size(x.shape[2], kernel_w, 2, padding[1])
-    half_h, half_w = math.ceil(kernel_h / 2), math.ceil(kernel_w / 2)
-    need_h, need_w = 2 * (out_h - 1 + half_h), 2 * (out_w - 1 + half_w)
-    extra_h = need_h - x.shape[1] - padding[0][0]
-    extra_w = need_w - x.shape[2] - padding[1][0]
-    if extra_h < 0 or extra_w < 0:
-        raise ValueError(f"conv_space_to_depth: padding {padding} too large for {x.shape}")
-    padded = jnp.pad(x, ((0, 0), (padding[0][0], extra_h), (padding[1][0], extra_w), (0, 0)))
-    kernel = jnp.pad(
-        kernel, ((0, 2 * half_h - kernel_h), (0, 2 * half_w - kernel_w), (0, 0), (0, 0))
-    )
-    # (2q + r, 2p + t, C, O) -> (q, p, (r, t, C), O), matching space_to_depth's channel order.
-    kernel = kernel.reshape(half_h, 2, half_w, 2, in_channels, out_channels)
-    kernel = kernel.transpose(0, 2, 1, 3, 4, 5)
-    kernel = kernel.reshape(half_h, half_w, 4 * in_channels, out_channels)
-    return inner_conv(space_to_depth(padded, 2), kernel, 1, ((0, 0), (0, 0)))
-
-
-def conv_space_to_depth_matmul_vjp(
-    x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
-) -> jax.Array:
-    """`conv_space_to_depth` whose stride-1 convolution is `conv_matmul_vjp`."""
-    return conv_space_to_depth(x, kernel, stride, padding, inner_conv=conv_matmul_vjp)
-
-
-# Output pixels per image up to which `conv_selective` uses the matmul backward pass.
-SELECTIVE_MAX_OUTPUT_PIXELS = 480
-
-
-def conv_selective(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-    """`conv_matmul_vjp` where it won in the per-layer micro-benchmark, XLA elsewhere.
-
-    The matmul backward pass beat XLA's on every stride-2 convolution and on the
-    low-resolution stride-1 ones (at most `SELECTIVE_MAX_OUTPUT_PIXELS` output pixels per
-    image: ResNet layers 3-4 at 192x640), and lost on the high-resolution, few-channel
-    decoder convolutions, where im2col is memory bound.
-    """
-    out_h = _output_size(x.shape[1], kernel.shape[0], stride, padding[0])
-    out_w = _output_size(x.shape[2], kernel.shape[1], stride, padding[1])
-    if stride > 1 or out_h * out_w <= SELECTIVE_MAX_OUTPUT_PIXELS:
-        return conv_matmul_vjp(x, kernel, stride, padding)
-    return conv_lax(x, kernel, stride, padding)
-
-
-VARIANTS: dict[str, ConvFn] = {
-    "xla_autodiff": conv_lax,
-    "band_wgrad": conv2d_band_wgrad,
-    "matmul_vjp": conv_matmul_vjp,
-    "wgrad_im2col": conv_wgrad_im2col,
-    "wgrad_taps": conv_wgrad_taps,
-    "selective": conv_selective,
-    "space_to_depth": conv_space_to_depth,
-    "s2d+matmul_vjp": conv_space_to_depth_matmul_vjp,
-}
-
-
-# ---------------------------------------------------------------------------- Flax override
-
-
-class _LaxWithConvOverride:
-    """Stands in for `jax.lax` inside `flax.linen.linear`; only the convolution differs."""
-
-    def __init__(self, conv: ConvFn):
-        self._conv = conv
-
-    def __getattr__(self, name: str):
-        return getattr(lax, name)
-
-    def conv_general_dilated(
-        self,
-        lhs,
-        rhs,
-        window_strides,
-        padding,
-        lhs_dilation=None,
-        rhs_dilation=None,
-        dimension_numbers=None,
-        feature_group_count=1,
-        precision=None,
-        **kwargs,
-    ):
-        strides = tuple(window_strides)
-        if isinstance(padding, str) and padding == "VALID":
-            padding = ((0, 0),) * len(strides)
-        nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMENSION_NUMBERS)
-        supported = (
-            len(strides) == 2
-            and strides[0] == strides[1]
-            and not isinstance(padding, str)
-            and all(d in (None, 1) for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-            and feature_group_count == 1
-            and not kwargs
-            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
-        )
-        if not supported:
-            return _LAX_CONV_GENERAL_DILATED(
-                lhs,
-                rhs,
-                window_strides,
-                padding,
-                lhs_dilation,
-                rhs_dilation,
-                dimension_numbers,
-                feature_group_count,
-                precision=precision,
-                **kwargs,
-            )
-        padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-        return self._conv(lhs, rhs, strides[0], padding)
-
-
-@contextlib.contextmanager
-def flax_conv_override(variant: str):
-    """Makes every `flax.linen.Conv` (NHWC, undilated) use `VARIANTS[variant]` while active.
-
-    The override acts at trace time: build, lower and compile the step inside the `with`
-    (JAX's trace caches are cleared on entry and exit, so nothing traced outside leaks in).
-    It exists to measure a formulation in the real train step without editing the model;
-    integrating one for real means passing `conv_general_dilated=` to the model's convs.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"flax_conv_override: unknown variant {variant!r}; one of {sorted(VARIANTS)}"
-        )
-    from flax.linen import linear
-
-    original = linear.lax
-    # JAX caches traces by function identity; the override is invisible to those keys.
-    jax.clear_caches()
-    linear.lax = _LaxWithConvOverride(VARIANTS[variant])
-    try:
-        yield
-    finally:
-        linear.lax = original
-        jax.clear_caches()
-
-
-# ---------------------------------------------------------------------------- layer shapes
 
 
 class ConvSpec(NamedTuple):
@@ -576,10 +237,6 @@ def benchmark_spec(
     steps: dict[str, Callable[[], object]] = {}
     make_step = _jax_weight_gradient_step if weight_gradient_only else _jax_train_like_step
     for name in variants:
-        if name != "xla_autodiff" and spec.stride == 1 and name.startswith("space_to_depth"):
-            continue  # identical to xla_autodiff for stride 1
-        if name == "s2d+matmul_vjp" and spec.stride == 1:
-            continue  # identical to matmul_vjp for stride 1
         fn = make_step(VARIANTS[name], spec)
         steps[name] = functools.partial(
             lambda f: jax.block_until_ready(f(x, kernel, cotangent)), fn
@@ -640,11 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec, variants, args.num_steps, not args.no_torch, args.weight_gradient_only
         )
         medians = {name: result.median_s for name, result in results.items()}
-        for name in [*variants, "torch_eager"]:
-            fallback = medians.get("matmul_vjp" if name == "s2d+matmul_vjp" else "xla_autodiff")
-            value = medians.get(name, fallback)
-            if value is not None:
-                totals[name] = totals.get(name, 0.0) + value
+        for name, value in medians.items():
+            totals[name] = totals.get(name, 0.0) + value
         row = [spec.name, f"{spec.forward_flops() / 1e9:.2f}"]
         row += [f"{medians[v] * 1e3:.1f}" if v in medians else "=" for v in variants]
         if not args.no_torch:

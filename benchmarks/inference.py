@@ -6,9 +6,9 @@
 
 Variants, all with the same weights and the same random images:
 
-* `jax`: the jitted network call of `damono_jax.export.InferenceModel` (sigmoid disparity
+* `jax`: the jitted network call of `damono_jax.inference_model.InferenceModel` (sigmoid disparity
   of float32 NHWC images already on the device, `jax.block_until_ready`);
-* `torch_eager`: `benchmarks.torch_twin.TwinDAMonodepth(use_semantic=False,
+* `torch_eager`: `tests.torch_twin.TwinDAMonodepth(use_semantic=False,
   use_domain_classifier=False)` - encoder + shared block + depth decoder, the inference
   network - with the DepthNet weights copied in by `load_jax_variables`, in eval mode under
   `torch.inference_mode()`, on an NCHW copy of the images; PyTorch's default thread count,
@@ -50,9 +50,10 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import timing  # noqa: E402
-from damono_jax import export  # noqa: E402
-from damono_jax.models import DepthNet  # noqa: E402
+from benchmarks import timing
+from damono_jax import export
+from damono_jax.inference import model as inference_model
+from damono_jax.models import DepthNet
 
 SECTION_ID = "inference"
 PARITY_TOLERANCE = 1e-4
@@ -66,7 +67,7 @@ class ParityError(ValueError):
     """The twin's disparity differs from JAX's: the two variants compute different things."""
 
 
-def random_model(height: int, width: int) -> export.InferenceModel:
+def random_model(height: int, width: int) -> inference_model.InferenceModel:
     """An InferenceModel with random DepthNet weights (built from shapes, no init compile).
 
     Kernels ~ N(0, 1/fan_in), BatchNorm scales and running variances ~ U(0.5, 1.5), other
@@ -96,7 +97,7 @@ def random_model(height: int, width: int) -> export.InferenceModel:
         "class_names": [],
         "step": 0,
     }
-    return export.InferenceModel(metadata, variables)
+    return inference_model.InferenceModel(metadata, variables)
 
 
 def torch_device() -> Any:
@@ -109,9 +110,9 @@ def torch_device() -> Any:
     return device
 
 
-def make_twin(model: export.InferenceModel, device: Any = "cpu") -> Any:
+def make_twin(model: inference_model.InferenceModel, device: Any = "cpu") -> Any:
     """The PyTorch twin of `model.network` with its weights, in eval mode on `device`."""
-    from benchmarks import torch_twin
+    from tests import torch_twin
 
     twin = torch_twin.TwinDAMonodepth(
         upsample_mode=model.metadata["model"]["upsample_mode"],
@@ -194,7 +195,7 @@ class Results:
 
 
 def run(
-    model: export.InferenceModel,
+    model: inference_model.InferenceModel,
     height: int,
     width: int,
     batch_sizes: Sequence[int],
@@ -212,7 +213,7 @@ def run(
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    network = export._jitted_sigmoid_disparity(model.network)
+    network = inference_model._jitted_sigmoid_disparity(model.network)
     variables = model._device_variables
     rng = np.random.default_rng(1)
     host_images = {b: rng.random((b, height, width, 3), dtype=np.float32) for b in batch_sizes}
@@ -255,7 +256,7 @@ def run(
             step = torch_step(fn, batch)
             try:
                 first_call_s[key] = _timed_first_call(step)  # torch.compile compiles here
-            except Exception as error:  # noqa: BLE001 - reported in the table, not hidden
+            except Exception as error:
                 if name == "torch_eager":
                     raise
                 failed[key] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
@@ -339,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parses the flags, measures, prints and writes the `inference` section."""
     args = parse_args(argv)
     if args.export:
-        model = export.load_export(args.export)
+        model = inference_model.load_export(args.export)
         if model.input_size != (args.height, args.width):
             print(
                 f"note: export input size {model.input_size}, timing at "

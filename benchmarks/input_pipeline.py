@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds
 import data_prep  # noqa: F401  (registers the builders)
 from benchmarks import timing
 from configs import default
-from damono_jax import input_pipeline
+from damono_jax import config_utils, input_pipeline
 
 SECTION_ID = "input_pipeline"
 DATASETS = ("synthetic_driving/source", "synthetic_driving/target")
@@ -88,7 +88,11 @@ def measure(data_dir: str, batch_size: int, num_batches: int, rounds: int,
     iterators = {}
     for name, size, augment in variants:
         config = make_config(data_dir, size, augment, batch_size)
-        iterators[name] = (input_pipeline.create_train_iterator(config), config.data.prefetch)
+        iterator = input_pipeline.create_train_iterator(
+            config.data, batch_size=config.batch_size, seed=config.seed,
+            use_target_images=config_utils.uses_target_images(config),
+        )
+        iterators[name] = (iterator, config.data.prefetch)
         next(iterators[name][0])  # traces the functions and fills the shuffle buffer
     rates: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     for _ in range(rounds):

@@ -1,8 +1,8 @@
-"""Times the full DA-Monodepth train step: JAX (damono_jax.train) against its PyTorch twin.
+"""Times the full DA-Monodepth train step: JAX (damono_jax.train.step) against its PyTorch twin.
 
-The JAX step is `damono_jax.train.make_train_step` (forward over source + target, all loss
+The JAX step is `damono_jax.train.step.make_train_step` (forward over source + target, all loss
 terms, backward, shared-block gradient mean, Adam, donated state) on the default config's
-"full" variant; the PyTorch step is `benchmarks.torch_twin.TwinTrainer`, the identical
+"full" variant; the PyTorch step is `tests.torch_twin.TwinTrainer`, the identical
 network and loss, run eagerly and (with --torch_compile) through `torch.compile`. Both
 start from the same weights and see the same fixed batch (the input pipeline is measured
 separately), and their first-step losses are printed side by side as a check that they
@@ -34,9 +34,10 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import conv_backward, timing  # noqa: E402
-from configs import default  # noqa: E402
-from damono_jax import train  # noqa: E402
+from benchmarks import timing
+from configs import default
+from damono_jax.models.conv import WEIGHT_GRADIENTS
+from damono_jax.train import state, step
 
 SECTION_ID = "train_step"
 GRL_SCALE = 0.5
@@ -73,18 +74,18 @@ class JaxStep:
     """The compiled JAX train step on a fixed batch; `__call__` runs one synchronised step."""
 
     def __init__(self, config: Any):
-        mesh = train.create_mesh()
-        model = train.create_model(config)
-        self.state = train.create_train_state(config, model, mesh)
+        mesh = state.create_mesh()
+        model = state.create_model(config)
+        self.state = state.create_train_state(config, model, mesh)
         # Host copy of the initial weights, for the twin (the state is donated every step).
         self.initial_variables = jax.device_get(
             {"params": self.state.params, "batch_stats": self.state.batch_stats}
         )
         self.batch_numpy = make_batch(config)
-        self.batch = train.shard_batch(self.batch_numpy, mesh)
+        self.batch = step.shard_batch(self.batch_numpy, mesh)
         self.grl_scale = jnp.float32(GRL_SCALE)
-        step = train.make_train_step(config, model, mesh)
-        self.compiled = step.lower(self.state, self.batch, self.grl_scale).compile()
+        train_step = step.make_train_step(config, model, mesh)
+        self.compiled = train_step.lower(self.state, self.batch, self.grl_scale).compile()
         self.flops = timing.xla_flops(self.compiled)
         self.first_terms: dict[str, float] | None = None
 
@@ -101,7 +102,7 @@ class TorchStep:
     def __init__(self, config: Any, jax_step: JaxStep, compile: bool):
         import torch
 
-        from benchmarks import torch_twin
+        from tests import torch_twin
 
         self.torch = torch
         self.device = torch.device("cuda" if jax.default_backend() == "gpu" else "cpu")
@@ -158,29 +159,22 @@ def run_batch_size(
     jax_step = JaxStep(config)
     notes.append(
         f"batch {batch_size}: the jax row is the project's train step; its convolution weight "
-        f"gradients are {train.resolve_weight_gradient(config)!r} "
+        f"gradients are {state.resolve_weight_gradient(config.conv_weight_gradient)!r} "
         f"(config.conv_weight_gradient={config.conv_weight_gradient!r})"
     )
     steps: dict[str, Callable[[], None]] = {"jax": jax_step}
-    for variant in args.jax_conv:
-        # The same train step with every Flax convolution swapped for a formulation of
-        # benchmarks/conv_backward.py (traced and compiled inside the override, which acts
-        # on the convolutions that use Flax's default, i.e. conv_weight_gradient "xla").
+    for weight_gradient in args.weight_gradients:
+        # The same train step with the other convolution module (models.conv.conv_module).
         variant_config = config.copy_and_resolve_references()
-        variant_config.conv_weight_gradient = "xla"
-        with conv_backward.flax_conv_override(variant):
-            steps[f"jax[{variant}]"] = variant_step = JaxStep(variant_config)
-        notes.append(
-            f"batch {batch_size}: jax[{variant}] XLA FLOPs/step {variant_step.flops / 1e9:.1f} G "
-            f"(MFU column uses the baseline step's {jax_step.flops / 1e9:.1f} G)"
-        )
+        variant_config.conv_weight_gradient = weight_gradient
+        steps[f"jax[{weight_gradient}]"] = JaxStep(variant_config)
     steps["torch_eager"] = TorchStep(config, jax_step, compile=False)
     if args.torch_compile:
         try:
             compiled = TorchStep(config, jax_step, compile=True)
             compiled()  # compiles; failures surface here
             steps["torch_compile"] = compiled
-        except Exception as error:  # noqa: BLE001 - reported in the results, not hidden
+        except Exception as error:
             message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
             notes.append(f"batch {batch_size}: torch.compile failed, not timed ({message})")
             print(traceback.format_exc(), file=sys.stderr)
@@ -238,10 +232,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--torch_compile", action="store_true", help="also time torch.compile")
     parser.add_argument(
-        "--jax_conv",
+        "--weight_gradients",
         default="",
-        help="comma-separated benchmarks/conv_backward.py variants to time as extra JAX rows "
-        "(e.g. matmul_vjp,wgrad_taps)",
+        help="comma-separated conv weight gradients (xla, band) to time as extra JAX rows",
     )
     parser.add_argument("--num_steps", type=int, default=timing.MIN_TIMED_STEPS)
     parser.add_argument("--num_warmup", type=int, default=2)
@@ -261,10 +254,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if height % 32 or width % 32 or height <= 0 or width <= 0:
         parser.error(f"--image_size={args.image_size}: both sides must be multiples of 32")
     args.image_size = (height, width)
-    args.jax_conv = [v for v in args.jax_conv.split(",") if v]
-    unknown = sorted(set(args.jax_conv) - set(conv_backward.VARIANTS))
+    args.weight_gradients = [v for v in args.weight_gradients.split(",") if v]
+    unknown = sorted(set(args.weight_gradients) - set(WEIGHT_GRADIENTS))
     if unknown:
-        parser.error(f"--jax_conv: unknown {unknown}; choose from {sorted(conv_backward.VARIANTS)}")
+        parser.error(f"--weight_gradients: unknown {unknown}; choose from {WEIGHT_GRADIENTS}")
     if args.num_steps < timing.MIN_TIMED_STEPS:
         parser.error(
             f"--num_steps={args.num_steps}: the protocol needs >= {timing.MIN_TIMED_STEPS}"

@@ -55,8 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
     # disp_to_depth range: depth = 1 / (1/max_depth + (1/min_depth - 1/max_depth) * sigmoid).
     # Supervised training needs the GT's sigmoid targets away from 0: with Monodepth2's 0.1 m,
     # 5-80 m maps to sigmoid 0.0003-0.019, SSIM's constants swamp the signal and the output
-    # collapsed to sigmoid 0 (depth 100 m everywhere) within 40 steps on synthetic_driving;
-    # 1 m maps it to 0.003-0.19 and trains (README, "Depth range"). Use 0.1 for Monodepth2 weights.
+    # collapsed to sigmoid 0 (depth 100 m everywhere) on synthetic_driving; 1 m maps it to
+    # 0.003-0.19 and trains (docs/training.md, "Depth range"). Use 0.1 for Monodepth2 weights.
     config.model.min_depth = 1.0
     config.model.max_depth = 100.0
 
@@ -74,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.grl.gamma = 10.0
     config.grl.max_scale = 1.0
     # Steps a collapse must hold before a warning: classifier acc >= 0.99 or loss ~ ln 2 (GRL),
-    # or a constant depth output (train.DepthCollapseMonitor, every variant).
+    # or a constant depth output (train.monitors.DepthCollapseMonitor, every variant).
     config.grl.collapse_patience = 200
 
     # ----------------------------------------------------------- optimiser

@@ -1,7 +1,7 @@
 """Synthetic driving (source shading) -> synthetic driving (target shading): the CPU demo.
 
-Sized so the full model trains in under 5 minutes on 2 CPU cores (150 steps of batch 4 at
-64x224; measured in the README's demo section). Build the data first (`data_prep.build`,
+Sized so the full model trains in a few minutes on 2 CPU cores (150 steps of batch 4 at
+64x224). Build the data first (`data_prep.build`,
 configs synthetic_driving/source and synthetic_driving/target), then:
 
     python -m damono_jax.main --config=configs/synthetic.py --workdir=W \
@@ -25,10 +25,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.target_split = "train"
     config.data.eval = "synthetic_driving/target"
     config.data.eval_split = "val"
-    # Resized from the builder's 96x320 (less than half the pixels per image). Batch 4 (with 4
-    # target images) trains at ~0.65 steps/s on 2 cores. On the 1.0.0 data (2000 train
-    # frames), batch 8 took 612 s of training for a target AbsRel of 0.403 and batch 4 325 s
-    # for 0.411 (full variant, seed 0); on 1.1.0 batch 4 gives 0.386 (README, demo section).
+    # Resized from the builder's 96x320 (less than half the pixels per image); batch 4 (plus
+    # 4 target images) keeps the demo's training within a few minutes on 2 cores.
     config.data.image_size = (64, 224)
     config.data.max_depth = 80.0
     config.data.shuffle_buffer = 256

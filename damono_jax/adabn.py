@@ -30,6 +30,7 @@ from absl import app, flags
 from flax import traverse_util
 
 from damono_jax import export
+from damono_jax.inference import model as inference_model
 from damono_jax.models.resnet import BN_MOMENTUM, ResNet18Encoder
 
 FLAGS = flags.FLAGS
@@ -126,9 +127,9 @@ def adapt_export(
     The images are `dataset`/`split` of the TFDS `data_dir`, resized to the export's input
     size as the evaluation does. `output_dir` is written atomically and must not exist.
     """
-    from damono_jax import input_pipeline  # noqa: PLC0415 (TensorFlow only when adapting)
+    from damono_jax import input_pipeline
 
-    model = export.load_export(export_dir)
+    model = inference_model.load_export(export_dir)
     batches = input_pipeline.create_image_batches(
         str(data_dir), dataset, split, model.input_size, batch_size, max_images
     )

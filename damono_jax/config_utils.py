@@ -13,14 +13,16 @@ from typing import Any
 
 import ml_collections
 
-from damono_jax.models.da_monodepth import ALIGN_LEVELS
-
-# Rows of the ablation: which optional heads the model has and which losses train.
-VARIANTS: dict[str, dict[str, bool]] = {
-    "baseline": {"use_semantic": False, "use_domain_classifier": False},
-    "seg": {"use_semantic": True, "use_domain_classifier": False},
-    "full": {"use_semantic": True, "use_domain_classifier": True},
-}
+from damono_jax.labels import IGNORE_LABEL
+from damono_jax.models.conv import WEIGHT_GRADIENTS
+from damono_jax.models.da_monodepth import (
+    ALIGN_LEVELS,
+    DTYPES,
+    INPUT_SIZE_MULTIPLE,
+    SHARED_BLOCK_GRAD_MODES,
+    VARIANTS,
+)
+from damono_jax.models.decoders import UPSAMPLE_MODES
 
 # TFDS builders of this project (data_prep/) and their configs (None: no named config).
 # Builder configs per dataset; "" admits the bare name (the builder's default config).
@@ -31,10 +33,7 @@ KNOWN_DATASETS: dict[str, tuple[str, ...] | None] = {
     "synthetic_driving": ("source", "target"),
 }
 
-DTYPES = ("float32", "bfloat16")
-CONV_WEIGHT_GRADIENTS = ("auto", "xla", "band")
-UPSAMPLE_MODES = ("bilinear", "nearest")
-SHARED_BLOCK_GRAD_MODES = ("mean", "sum")
+CONV_WEIGHT_GRADIENTS = ("auto", *WEIGHT_GRADIENTS)
 GRL_SCHEDULES = ("dann", "constant")
 MODES_NEEDING_DATA = ("train", "eval")
 
@@ -147,8 +146,9 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in image_size)
     ):
         _fail("data.image_size", f"{image_size!r} is not a (height, width) pair of integers")
-    if any(v <= 0 or v % 32 for v in image_size):
-        _fail("data.image_size", f"{tuple(image_size)!r} is not a multiple of 32")
+    if any(v <= 0 or v % INPUT_SIZE_MULTIPLE for v in image_size):
+        _fail("data.image_size",
+              f"{tuple(image_size)!r} is not a multiple of {INPUT_SIZE_MULTIPLE}")
     for key in ("data.source", "data.eval"):
         _check_dataset(config, key)
     fda_beta = _get(config, "data.fda_beta")
@@ -177,12 +177,13 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
         num_parallel_calls != -1 and num_parallel_calls <= 0
     ):
         _fail("data.num_parallel_calls", f"{num_parallel_calls!r} must be positive or -1")
-    _check_positive_int(config, "data.prefetch")
+    _check_positive_int(config, "data.prefetch", allow_minus_one=True)
 
     # ---- model
     _check_positive_int(config, "model.num_classes")
-    if config.model.num_classes >= 255:
-        _fail("model.num_classes", f"{config.model.num_classes} collides with ignore label 255")
+    if config.model.num_classes >= IGNORE_LABEL:
+        _fail("model.num_classes",
+              f"{config.model.num_classes} collides with ignore label {IGNORE_LABEL}")
     _check_choice(config, "model.upsample_mode", UPSAMPLE_MODES)
     _check_choice(config, "model.shared_block_grad", SHARED_BLOCK_GRAD_MODES)
     features = _get(config, "model.discriminator_features")
@@ -245,8 +246,9 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
     _check_positive_int(config, "num_eval_examples", allow_minus_one=True)
     _check_choice(config, "dtype", DTYPES)
     _check_choice(config, "conv_weight_gradient", CONV_WEIGHT_GRADIENTS)
-    if not isinstance(_get(config, "seed"), int):
-        _fail("seed", f"{config.seed!r} is not an integer")
+    seed = _get(config, "seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        _fail("seed", f"{seed!r} is not a non-negative integer")
     if num_devices is not None and config.batch_size % num_devices:
         _fail(
             "batch_size",

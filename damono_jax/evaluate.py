@@ -29,19 +29,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from damono_jax import evaluation, export
-
-# Split -> (caps, crop) used when the caller does not choose.
-BENCHMARK_SPLITS = ("eigen_benchmark",)
-DEFAULT_CAPS = (80, 50)
-DEFAULT_CROP = "garg"
-
-
-def default_protocol(split: str) -> tuple[tuple[int | None, ...], str]:
-    """`(caps, crop)` for a split: Monodepth2's `gt > 0`/no crop for eigen_benchmark."""
-    if split in BENCHMARK_SPLITS:
-        return (None,), "none"
-    return DEFAULT_CAPS, DEFAULT_CROP
+from damono_jax import evaluation, evaluation_report, files
+from damono_jax.inference import batching
+from damono_jax.inference import model as inference_model
 
 
 def gt_description(dataset: str, split: str) -> str:
@@ -52,16 +42,6 @@ def gt_description(dataset: str, split: str) -> str:
     if name == "kitti_eigen":
         return f"{dataset}/{split} (LiDAR, Monodepth2 export_gt_depth, vel_depth=True)"
     return f"{dataset}/{split}"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _cap_key(cap: int | None) -> str:
@@ -97,7 +77,8 @@ def evaluate_export(
       split: "test" (697 Eigen frames), "eigen_benchmark" (652), "val", ...
       dataset: TFDS name, e.g. "kitti_eigen" or "synthetic_driving/target".
       max_examples: evaluate only the first N examples (None = all).
-      caps: caps to report; None = the split's default (`default_protocol`).
+      caps: caps to report; None = the dataset's and split's default
+        (`evaluation.default_protocol`).
       crop: "garg" or "none"; None = the split's default.
       scaling: "median", "none" or a fixed factor.
       output_dir: where results.json / results.csv go; None = `export_dir/eval_<dataset>_<split>`.
@@ -111,16 +92,15 @@ def evaluate_export(
     """
     from damono_jax import input_pipeline  # TF and TFDS: imported only when evaluating
 
-    default_caps, default_crop = default_protocol(split)
+    default_caps, default_crop = evaluation.default_protocol(dataset, split)
     caps = tuple(default_caps if caps is None else caps)
     crop = default_crop if crop is None else crop
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-    model = export.load_export(export_dir)
-    config = input_pipeline.eval_config(os.fspath(data_dir), dataset, split, model.input_size)
+    model = inference_model.load_export(export_dir)
     gt_source = gt_description(dataset, split)
     evaluator = evaluation.Evaluator(caps=caps, crop=crop, scaling=scaling, gt_source=gt_source)
-    builder = input_pipeline.load_builder(config, "eval")
+    builder = input_pipeline.load_builder(os.fspath(data_dir), dataset, "--dataset")
     if split not in builder.info.splits:
         raise ValueError(
             f"--split={split}: dataset {dataset!r} has no such split; it has "
@@ -129,31 +109,21 @@ def evaluate_export(
     total = builder.info.splits[split].num_examples
     if max_examples is not None and max_examples > 0:
         total = min(total, max_examples)
-    examples = input_pipeline.create_eval_dataset(config, split, max_examples)
+    examples = input_pipeline.create_eval_dataset(
+        os.fspath(data_dir), dataset, split, model.input_size, max_examples, key="--dataset"
+    )
 
     bar = tqdm(total=total, desc=f"eval {dataset}/{split}", unit="img", disable=not progress)
-    pending: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        images = np.zeros((batch_size, *model.input_size, 3), np.float32)
-        for index, example in enumerate(pending):
-            images[index] = example["image"]
+    for batch in batching.batches(examples, batch_size):
+        images = batching.stack_padded([example["image"] for example in batch], batch_size)
         scaled_disparity = model.predict_scaled_disparity(images)
-        for index, example in enumerate(pending):
+        for index, example in enumerate(batch):
             evaluator.add(example["depth"], scaled_disparity[index], example.get("name"))
-        bar.update(len(pending))
-        pending.clear()
-
-    for example in examples:
-        pending.append(example)
-        if len(pending) == batch_size:
-            flush()
-    if pending:
-        flush()
+        bar.update(len(batch))
     bar.close()
 
     results = evaluator.results()
-    table = evaluation.format_table(results, method_name(model.metadata))
+    table = evaluation_report.format_table(results, method_name(model.metadata))
     if print_table:
         print(table)
     output_dir = Path(
@@ -178,13 +148,13 @@ def evaluate_export(
             for i, name in enumerate(evaluator.names)
         ],
     }
-    _atomic_write_text(output_dir / "results.json", json.dumps(record, indent=2) + "\n")
-    rows = evaluation.results_csv_rows(results)
+    files.atomic_write_text(output_dir / "results.json", json.dumps(record, indent=2) + "\n")
+    rows = evaluation_report.results_csv_rows(results)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_text(output_dir / "results.csv", buffer.getvalue())
+    files.atomic_write_text(output_dir / "results.csv", buffer.getvalue())
     return {**record, "table": table, "output_dir": str(output_dir)}
 
 

@@ -10,20 +10,17 @@ export_dir/
                     images float32 (B, H, W, 3) in [0, 1] -> {"disparity", "depth"} (B, H, W)
 ```
 
-`load_export(export_dir)` rebuilds `DepthNet` from the metadata alone (no training config).
+`inference.model.load_export(export_dir)` rebuilds `DepthNet` from the metadata alone (no
+training config); `inference.saved_model` writes and reads the SavedModel.
 Writes are atomic: everything goes to a temporary sibling directory that is renamed into
 place at the end, so an error never leaves a partial export behind.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import shutil
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +30,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import damono_jax
-from damono_jax import geometry
-from damono_jax.models import DEPTH_NET_PARTS, UPSAMPLE_MODES, DepthNet, depth_net_variables
-from damono_jax.visualization import CITYSCAPES_CLASS_NAMES
+from damono_jax import files
+from damono_jax.labels import train_id_names
+from damono_jax.models import UPSAMPLE_MODES, DepthNet, depth_net_variables
 
 EXPORT_FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -75,7 +72,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_metadata(metadata: Mapping[str, Any], where: str) -> None:
+def check_metadata(metadata: Mapping[str, Any], where: str) -> None:
     """Raises ExportError naming `where` and the key when `metadata` breaks the contract."""
     missing = [key for key in REQUIRED_METADATA_KEYS if key not in metadata]
     if missing:
@@ -132,10 +129,10 @@ def build_metadata(
     if train_focal_x_normalized is None:
         train_focal_x_normalized = SOURCE_FOCAL_X_NORMALIZED.get(source.split("/")[0])
     num_classes = int(config.model.num_classes)
-    if num_classes != len(CITYSCAPES_CLASS_NAMES):
+    if num_classes != len(train_id_names()):
         raise ValueError(
             f"config.model.num_classes: {num_classes} has no class names (expected the "
-            f"{len(CITYSCAPES_CLASS_NAMES)} Cityscapes train ids)"
+            f"{len(train_id_names())} Cityscapes train ids)"
         )
     return {
         "model": {"architecture": "DepthNet", "upsample_mode": str(config.model.upsample_mode)},
@@ -143,7 +140,7 @@ def build_metadata(
         "min_depth": float(config.model.min_depth),
         "max_depth": float(config.model.max_depth),
         "units": "metres",
-        "class_names": list(CITYSCAPES_CLASS_NAMES),
+        "class_names": list(train_id_names()),
         "step": int(step),
         "source_dataset": source,
         "target_dataset": str(config.data.target),
@@ -157,37 +154,8 @@ def build_metadata(
 # ----------------------------------------------------------------------------- atomic writes
 
 
-@contextmanager
-def _atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yields a temporary sibling of `target`, renamed onto `target` if the block succeeds."""
-    target = Path(target).absolute()
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target}: exists and is not a directory")
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target}: already exists (pass overwrite=True to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    temporary = target.parent / f".{target.name}.tmp-{token}"
-    temporary.mkdir()
-    try:
-        yield temporary
-        if target.exists():
-            previous = target.parent / f".{target.name}.old-{token}"
-            os.rename(target, previous)
-            try:
-                os.rename(temporary, target)
-            except BaseException:
-                os.rename(previous, target)  # put the old export back
-                raise
-            shutil.rmtree(previous)
-        else:
-            os.rename(temporary, target)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
-def _to_host(tree: Any) -> Any:
+def to_host(tree: Any) -> Any:
+    """Host numpy copies of every leaf of `tree`."""
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
@@ -209,20 +177,25 @@ def save_export(
       saved_model: also write `export_dir/saved_model` (TF SavedModel via jax2tf).
     """
     host_variables, record = _checked_export(variables, metadata)
-    with _atomic_directory(Path(export_dir), overwrite) as temporary:
+    with files.atomic_directory(Path(export_dir), overwrite) as temporary:
         _write_export(temporary, host_variables, record)
         if saved_model:
-            export_saved_model(load_export(temporary), temporary / SAVED_MODEL_DIR)
+            from damono_jax.inference import model
+            from damono_jax.inference import saved_model as tf_saved_model
+
+            tf_saved_model.export_saved_model(
+                model.load_export(temporary), temporary / SAVED_MODEL_DIR
+            )
 
 
 def _checked_export(
     variables: Mapping[str, Any], metadata: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validates an export before anything is written; returns host variables and metadata."""
-    _check_metadata(metadata, "save_export(metadata)")
-    host_variables = _to_host(depth_net_variables(variables))
+    check_metadata(metadata, "save_export(metadata)")
+    host_variables = to_host(depth_net_variables(variables))
     network = DepthNet(upsample_mode=metadata["model"]["upsample_mode"])
-    expected = _abstract_variables(network, tuple(metadata["input_size"]))
+    expected = abstract_variables(network, tuple(metadata["input_size"]))
     _check_same_structure(host_variables, expected, "save_export(variables)")
     record = dict(metadata)
     record["format_version"] = EXPORT_FORMAT_VERSION
@@ -240,7 +213,8 @@ def _write_export(directory: Path, variables: Any, record: Mapping[str, Any]) ->
     (directory / METADATA_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _abstract_variables(network: DepthNet, input_size: tuple[int, int]) -> Any:
+def abstract_variables(network: DepthNet, input_size: tuple[int, int]) -> Any:
+    """DepthNet's variable shapes at `input_size` (`jax.eval_shape`: nothing is computed)."""
     images = jax.ShapeDtypeStruct((1, *input_size, 3), jnp.float32)
     return jax.eval_shape(lambda x: network.init(jax.random.key(0), x), images)
 
@@ -296,212 +270,3 @@ def export_from_train_state(
     variables = {"params": params, "batch_stats": batch_stats}
     save_export(export_dir, variables, metadata, overwrite=overwrite, saved_model=saved_model)
     return Path(export_dir)
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def _sigmoid_disparity_fn(network: DepthNet) -> Callable[[Any, jax.Array], jax.Array]:
-    def sigmoid_disparity(variables: Any, images: jax.Array) -> jax.Array:
-        return network.apply(variables, images, train=False)[0][..., 0]
-
-    return sigmoid_disparity
-
-
-@functools.cache
-def _jitted_sigmoid_disparity(network: DepthNet) -> Callable[[Any, jax.Array], jax.Array]:
-    """One jitted function per network configuration, so exports share compilations."""
-    return jax.jit(_sigmoid_disparity_fn(network))
-
-
-class InferenceModel:
-    """An exported DepthNet ready for prediction. Compiles once per input shape (jit cache).
-
-    Attributes:
-      metadata: the export's metadata dict.
-      variables: host copies of the DepthNet variables.
-      network: the rebuilt `DepthNet`.
-      input_size: `(height, width)` the network was trained at.
-      min_depth, max_depth: the `disp_to_depth` range.
-    """
-
-    def __init__(self, metadata: Mapping[str, Any], variables: Mapping[str, Any]):
-        _check_metadata(metadata, "InferenceModel(metadata)")
-        self.metadata = dict(metadata)
-        self.network = DepthNet(upsample_mode=metadata["model"]["upsample_mode"])
-        self.input_size: tuple[int, int] = tuple(metadata["input_size"])
-        self.min_depth = float(metadata["min_depth"])
-        self.max_depth = float(metadata["max_depth"])
-        self.variables = variables
-        self._device_variables = jax.device_put(variables)
-        self._sigmoid_fn = _jitted_sigmoid_disparity(self.network)
-
-    def sigmoid_disparity_fn(self) -> Callable[[Any, jax.Array], jax.Array]:
-        """`fn(variables, images) -> (B, H, W)` sigmoid disparity, pure (for jit/jax2tf)."""
-        return _sigmoid_disparity_fn(self.network)
-
-    def _check_images(self, images: Any) -> jax.Array:
-        images = jnp.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images: expected float32 NHWC (B, H, W, 3), got {images.shape}")
-        if images.dtype != jnp.float32:
-            raise ValueError(f"images: expected float32 in [0, 1], got dtype {images.dtype}")
-        return images
-
-    def predict_disparity(self, images: Any) -> np.ndarray:
-        """Sigmoid disparity (B, H, W) in (0, 1) for float32 NHWC images in [0, 1].
-
-        H and W must be multiples of 32; use `prepare_image` to resize to `input_size`.
-        """
-        return np.asarray(self._sigmoid_fn(self._device_variables, self._check_images(images)))
-
-    def predict_scaled_disparity(self, images: Any) -> np.ndarray:
-        """Scaled disparity `1 / depth` (B, H, W), Monodepth2's evaluation quantity."""
-        sigma = self.predict_disparity(images)
-        return np.asarray(geometry.disp_to_depth(sigma, self.min_depth, self.max_depth)[0])
-
-    def predict_depth(self, images: Any) -> np.ndarray:
-        """Metric depth (B, H, W) in metres, via `geometry.disp_to_depth`."""
-        sigma = self.predict_disparity(images)
-        return np.asarray(geometry.disp_to_depth(sigma, self.min_depth, self.max_depth)[1])
-
-    def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) RGB -> float32 (h, w, 3) in [0, 1] at `input_size` (antialiased)."""
-        return prepare_image(image, self.input_size)
-
-    @property
-    def compiled_shapes(self) -> int:
-        """How many input shapes have been compiled so far (shared by equal networks)."""
-        return self._sigmoid_fn._cache_size()
-
-
-def prepare_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """uint8 (H, W, 3) RGB -> float32 (size[0], size[1], 3) in [0, 1].
-
-    Resizes with `jax.image.resize(method="linear", antialias=True)` (bilinear with an
-    antialiasing kernel when shrinking), then clips to [0, 1].
-    """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"prepare_image: expected uint8 RGB (H, W, 3), got {image.dtype} {image.shape}"
-        )
-    height, width = int(size[0]), int(size[1])
-    as_float = image.astype(np.float32) / 255.0
-    if image.shape[:2] == (height, width):
-        return as_float
-    resized = jax.image.resize(as_float, (height, width, 3), method="linear", antialias=True)
-    return np.clip(np.asarray(resized), 0.0, 1.0)
-
-
-def read_metadata(export_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reads and validates `export_dir/metadata.json`; errors name the file and the problem."""
-    path = Path(export_dir) / METADATA_FILE
-    if not Path(export_dir).is_dir():
-        raise ExportError(f"{export_dir}: export directory does not exist")
-    if not path.is_file():
-        raise ExportError(f"{path}: missing (not an export directory written by save_export)")
-    try:
-        metadata = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ExportError(
-            f"{path}: line {error.lineno}: invalid JSON ({error.msg})"
-        ) from error
-    if not isinstance(metadata, dict):
-        raise ExportError(f"{path}: expected a JSON object, got {type(metadata).__name__}")
-    _check_metadata(metadata, str(path))
-    return metadata
-
-
-def load_export(export_dir: str | os.PathLike) -> InferenceModel:
-    """Loads an export written by `save_export`; needs no training config."""
-    export_dir = Path(export_dir).absolute()
-    metadata = read_metadata(export_dir)
-    variables_path = export_dir / VARIABLES_DIR
-    if not variables_path.is_dir():
-        raise ExportError(f"{variables_path}: missing (the Orbax variables of the export)")
-    network = DepthNet(upsample_mode=metadata["model"]["upsample_mode"])
-    abstract = _abstract_variables(network, tuple(metadata["input_size"]))
-    try:
-        with ocp.StandardCheckpointer() as checkpointer:
-            variables = checkpointer.restore(variables_path, abstract)
-    except Exception as error:  # Orbax raises many types; re-raise one naming the path.
-        raise ExportError(
-            f"{variables_path}: cannot restore DepthNet variables: {error}"
-        ) from error
-    return InferenceModel(metadata, _to_host(variables))
-
-
-# ----------------------------------------------------------------------------- SavedModel
-
-
-def export_saved_model(
-    model: InferenceModel, output_dir: str | os.PathLike, *, overwrite: bool = True
-) -> None:
-    """Writes a TF SavedModel of `model` with jax2tf (batch size polymorphic).
-
-    Signature `serving_default(images: float32 (B, H, W, 3) in [0, 1])` at the export's
-    input size returns `{"disparity": sigmoid (B, H, W), "depth": metres (B, H, W)}`; the
-    same computation is available as the restored object's `predict(images)`.
-    """
-    import tensorflow as tf  # Imported here: heavy, and only needed for this format.
-    from jax.experimental import jax2tf
-
-    tf.config.set_visible_devices([], "GPU")
-    height, width = model.input_size
-    min_depth, max_depth = model.min_depth, model.max_depth
-    sigmoid_disparity = model.sigmoid_disparity_fn()
-
-    def disparity_and_depth(variables: Any, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-        sigma = sigmoid_disparity(variables, images)
-        return sigma, geometry.disp_to_depth(sigma, min_depth, max_depth)[1]
-
-    converted = jax2tf.convert(
-        disparity_and_depth, polymorphic_shapes=[None, f"(b, {height}, {width}, 3)"]
-    )
-    module = tf.Module()
-    module.variables_tree = tf.nest.map_structure(
-        lambda value: tf.Variable(value, trainable=False), model.variables
-    )
-    spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
-
-    @tf.function(autograph=False, input_signature=[spec])
-    def predict(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        disparity, depth = converted(module.variables_tree, images)
-        return {"disparity": disparity, "depth": depth}
-
-    module.predict = predict
-    with _atomic_directory(Path(output_dir), overwrite) as temporary:
-        tf.saved_model.save(module, str(temporary), signatures={"serving_default": predict})
-        (temporary / METADATA_FILE).write_text(json.dumps(model.metadata, indent=2) + "\n")
-
-
-def load_saved_model(saved_model_dir: str | os.PathLike) -> Callable[[np.ndarray], dict]:
-    """Loads a SavedModel written by `export_saved_model`; returns `fn(images) -> dict`."""
-    import tensorflow as tf
-
-    path = Path(saved_model_dir)
-    if not (path / "saved_model.pb").is_file():
-        raise ExportError(f"{path}: missing saved_model.pb (not a SavedModel directory)")
-    loaded = tf.saved_model.load(str(path))
-
-    def predict(images: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = loaded.predict(tf.constant(np.asarray(images, np.float32)))
-        return {name: value.numpy() for name, value in outputs.items()}
-
-    return predict
-
-
-__all__ = [
-    "DEPTH_NET_PARTS",
-    "ExportError",
-    "InferenceModel",
-    "build_metadata",
-    "export_from_train_state",
-    "export_saved_model",
-    "load_export",
-    "load_saved_model",
-    "prepare_image",
-    "read_metadata",
-    "save_export",
-]

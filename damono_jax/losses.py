@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import optax
 
 from damono_jax import geometry
+from damono_jax.labels import IGNORE_LABEL
 from damono_jax.models.upsample import upsample_bilinear_to
 
-IGNORE_LABEL = 255
 SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2
 # Added to the per-image mean before mean-normalising the disparity (Monodepth2 trainer.py).

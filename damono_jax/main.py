@@ -2,7 +2,7 @@
 
 Modes: `train` (default; resumes from `W/checkpoints`), `eval` (newest checkpoint on the
 config's eval split, `evaluation.evaluate`), `export` (newest checkpoint -> `W/export`,
-`export.export_from_train_state`), `predict` (`predict.predict_images` of `W/export` on
+`inference.checkpoint`), `predict` (`predict.predict_images` of `W/export` on
 `--input`, written to `--output`; exports first if `W/export` does not exist).
 """
 
@@ -14,7 +14,9 @@ from absl import app, flags, logging
 from clu import platform
 from ml_collections import config_flags
 
-from damono_jax import config_utils, train
+from damono_jax import config_utils
+from damono_jax.inference import checkpoint as checkpoint_serving
+from damono_jax.train import loop
 
 FLAGS = flags.FLAGS
 
@@ -35,7 +37,8 @@ def main(argv: list[str]) -> None:
     # TensorFlow only feeds data: keep it off the GPUs, JAX owns their memory.
     tf.config.set_visible_devices([], "GPU")
     config = FLAGS.config
-    config_utils.validate(config, mode=FLAGS.mode)
+    if FLAGS.mode != "train":  # training validates at its own entry, once devices are known
+        config_utils.validate(config, mode=FLAGS.mode)
     if config.distributed.initialize:
         jax.distributed.initialize(
             coordinator_address=config.distributed.coordinator_address,
@@ -50,11 +53,11 @@ def main(argv: list[str]) -> None:
     platform.work_unit().create_artifact(platform.ArtifactType.DIRECTORY, FLAGS.workdir, "workdir")
 
     if FLAGS.mode == "train":
-        train.train_and_evaluate(config, FLAGS.workdir)
+        loop.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == "eval":
-        train.evaluate_checkpoint(config, FLAGS.workdir)
+        checkpoint_serving.evaluate_checkpoint(config, FLAGS.workdir)
     elif FLAGS.mode == "export":
-        train.export_checkpoint(config, FLAGS.workdir)
+        checkpoint_serving.export_checkpoint(config, FLAGS.workdir)
     else:
         if not FLAGS.input or not FLAGS.output:
             raise app.UsageError("--mode=predict needs --input=IMAGES and --output=DIR")
@@ -62,7 +65,7 @@ def main(argv: list[str]) -> None:
 
         export_dir = os.path.join(FLAGS.workdir, "export")
         if not os.path.isdir(export_dir):
-            export_dir = train.export_checkpoint(config, FLAGS.workdir)
+            export_dir = checkpoint_serving.export_checkpoint(config, FLAGS.workdir)
         predict.predict_images(export_dir, FLAGS.input, FLAGS.output)
 
 

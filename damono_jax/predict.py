@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from damono_jax import evaluation, export, visualization
+from damono_jax import evaluation, export, files, visualization
+from damono_jax.inference import batching
+from damono_jax.inference import model as inference_model
 
 SAVE_FORMATS = ("npy", "png16", "color", "ply")
 DEFAULT_SAVE = ("npy", "png16", "color")
@@ -61,10 +63,10 @@ def list_inputs(pattern: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
             raise PredictError(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
-        return files
+        return images
     matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
     if not matches:
         raise PredictError(f"--input={pattern}: no such file or folder, and the glob matches "
@@ -136,17 +138,6 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
         file.write(vertex.tobytes())
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Calls `write(temporary)` and renames the result onto `path` (no partial files)."""
-    temporary = path.with_name(f".{path.name}.tmp{path.suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _check_save(save: Sequence[str]) -> tuple[str, ...]:
     save = tuple(save)
     unknown = [item for item in save if item not in SAVE_FORMATS]
@@ -212,7 +203,7 @@ def predict_images(
                 "predict them into different --output folders"
             )
         stems[path.stem] = path
-    model = export.load_export(export_dir)
+    model = inference_model.load_export(export_dir)
     train_focal = model.metadata.get("train_focal_x_normalized")
     if focal is not None and train_focal is None:
         raise PredictError(
@@ -240,9 +231,9 @@ def predict_images(
                 bar.update(1)
         if not batch_paths:
             continue
-        network_inputs = np.zeros((batch_size, *model.input_size, 3), np.float32)
-        for index, image in enumerate(originals):
-            network_inputs[index] = model.prepare_image(image)
+        network_inputs = batching.stack_padded(
+            [model.prepare_image(image) for image in originals], batch_size
+        )
         scaled_disparity = model.predict_scaled_disparity(network_inputs)
         depths = []
         for index, image in enumerate(originals):
@@ -277,7 +268,7 @@ def predict_images(
         "written": written,
         "skipped": skipped,
     }
-    _atomic_write(
+    files.atomic_write(
         output_dir / "prediction.json",
         lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"),
     )
@@ -294,29 +285,29 @@ def _write_outputs(
     intrinsics: Sequence[float] | None,
     cmap: str,
 ) -> list[str]:
-    files = []
+    written = []
     if "npy" in save:
         path = output_dir / f"{stem}.npy"
-        _atomic_write(path, lambda p: np.save(p, depth.astype(np.float32)))
-        files.append(str(path))
+        files.atomic_write(path, lambda p: np.save(p, depth.astype(np.float32)))
+        written.append(str(path))
     if "png16" in save:
         path = output_dir / f"{stem}_depth16.png"
         encoded = Image.fromarray(depth_to_png16(depth))
-        _atomic_write(path, lambda p: encoded.save(p, format="PNG"))
-        files.append(str(path))
+        files.atomic_write(path, lambda p: encoded.save(p, format="PNG"))
+        written.append(str(path))
     if "color" in save:
         path = output_dir / f"{stem}_color.png"
         near, far = color_range
         rgb = visualization.colorize(1.0 / depth, vmin=1.0 / far, vmax=1.0 / near, cmap=cmap)
-        _atomic_write(path, lambda p: Image.fromarray(rgb).save(p, format="PNG"))
-        files.append(str(path))
+        files.atomic_write(path, lambda p: Image.fromarray(rgb).save(p, format="PNG"))
+        written.append(str(path))
     if "ply" in save:
         path = output_dir / f"{stem}.ply"
         camera = intrinsics if intrinsics is not None else default_intrinsics(*depth.shape)
         points, colors = point_cloud(depth, image, camera)
-        _atomic_write(path, lambda p: write_ply(p, points, colors))
-        files.append(str(path))
-    return files
+        files.atomic_write(path, lambda p: write_ply(p, points, colors))
+        written.append(str(path))
+    return written
 
 
 def main(argv: Sequence[str]) -> None:

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
-from cityscapesscripts.helpers.labels import labels as cityscapes_labels
 
-IGNORE_LABEL = 255
-NUM_CITYSCAPES_CLASSES = 19
+from damono_jax.labels import IGNORE_LABEL, NUM_CLASSES, train_id_colors, train_id_names
 
-
-def _cityscapes_palette() -> np.ndarray:
-    """(256, 3) uint8 lookup table: train ids 0..18 -> Cityscapes colours, others black."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for label in cityscapes_labels:
-        if 0 <= label.trainId < NUM_CITYSCAPES_CLASSES:
-            palette[label.trainId] = label.color
-    return palette
-
-
-CITYSCAPES_PALETTE = _cityscapes_palette()
-CITYSCAPES_CLASS_NAMES = tuple(
-    label.name
-    for label in sorted(cityscapes_labels, key=lambda label: label.trainId)
-    if 0 <= label.trainId < NUM_CITYSCAPES_CLASSES
-)
+# (256, 3) uint8 lookup table: train ids 0..18 -> Cityscapes colours, others black.
+CITYSCAPES_PALETTE = np.zeros((256, 3), dtype=np.uint8)
+CITYSCAPES_PALETTE[:NUM_CLASSES] = train_id_colors()
+CITYSCAPES_CLASS_NAMES = train_id_names()
 
 
 def colorize(
@@ -73,11 +59,11 @@ def colorize_labels(labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"colorize_labels: expected a 2-D (H, W) array, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"colorize_labels: expected integer train ids, got dtype {labels.dtype}")
-    invalid = ((labels < 0) | (labels >= NUM_CITYSCAPES_CLASSES)) & (labels != IGNORE_LABEL)
+    invalid = ((labels < 0) | (labels >= NUM_CLASSES)) & (labels != IGNORE_LABEL)
     if invalid.any():
         bad = np.unique(labels[invalid])[:5].tolist()
         raise ValueError(
-            f"colorize_labels: train ids must be in 0..{NUM_CITYSCAPES_CLASSES - 1} or "
+            f"colorize_labels: train ids must be in 0..{NUM_CLASSES - 1} or "
             f"{IGNORE_LABEL}, found {bad}"
         )
     return CITYSCAPES_PALETTE[labels.astype(np.int64)]

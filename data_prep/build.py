@@ -296,7 +296,7 @@ def main(argv: Sequence[str]) -> None:
             config=flag_values.config,
             max_examples_per_split=flag_values.max_examples_per_split,
         )
-    except Exception as error:  # noqa: BLE001  (every failure must exit non-zero, cleanly)
+    except Exception as error:
         reported = find_data_error(error)
         sys.stdout.flush()
         print(

@@ -2,8 +2,8 @@
 
 Every dataset's labels are stored in the Cityscapes train-id space: 19 classes (0..18) plus
 `IGNORE_ID` (255). Cityscapes tables come from `cityscapesscripts.helpers.labels`, the
-dataset's own definition; the Virtual KITTI mapping is the one in
-`shared/reference/datasets.md` §4 (GuardRail -> fence, Van -> car, Tree and Vegetation ->
+dataset's own definition; the Virtual KITTI mapping is the table in
+docs/datasets.md, "Virtual KITTI" (GuardRail -> fence, Van -> car, Tree and Vegetation ->
 vegetation, Misc and Undefined -> ignore).
 """
 
@@ -15,25 +15,19 @@ from collections.abc import Mapping
 import numpy as np
 from cityscapesscripts.helpers import labels as cityscapes_labels
 
+from damono_jax import labels
 from data_prep.common import DataError
 
-IGNORE_ID = 255
-NUM_CLASSES = 19
+IGNORE_ID = labels.IGNORE_LABEL
+NUM_CLASSES = labels.NUM_CLASSES
 
 # Cityscapes labelIds that occur in gtFine `*_labelIds.png` files (0..33; "license plate" has
 # id -1 and never appears in a PNG).
 MAX_CITYSCAPES_LABEL_ID = 33
 
-_TRAIN_LABELS = sorted(
-    (label for label in cityscapes_labels.labels if 0 <= label.trainId < NUM_CLASSES),
-    key=lambda label: label.trainId,
-)
-
 # Names and RGB colours of the 19 Cityscapes train ids, indexed by train id.
-CITYSCAPES_TRAIN_ID_NAMES: tuple[str, ...] = tuple(label.name for label in _TRAIN_LABELS)
-CITYSCAPES_TRAIN_ID_COLORS: tuple[tuple[int, int, int], ...] = tuple(
-    tuple(label.color) for label in _TRAIN_LABELS
-)
+CITYSCAPES_TRAIN_ID_NAMES: tuple[str, ...] = labels.train_id_names()
+CITYSCAPES_TRAIN_ID_COLORS: tuple[tuple[int, int, int], ...] = labels.train_id_colors()
 
 # Virtual KITTI class (the name before any ":<instance>" suffix) -> Cityscapes train id.
 # Shared by Virtual KITTI 1.3.1 (scenegt encoding files) and 2.0.3 (colors.txt).

@@ -29,12 +29,52 @@ def random_depth_net_variables(input_size: tuple[int, int], seed: int = 0) -> di
     return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
+def random_resnet18_state(seed: int = 0) -> dict:
+    """torchvision-named ResNet-18 state dict with random weights and BN running stats."""
+    import math
+
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    state: dict = {}
+
+    def conv(name, out_channels, in_channels, kernel):
+        std = math.sqrt(2.0 / (in_channels * kernel * kernel))
+        state[f"{name}.weight"] = (
+            torch.randn(out_channels, in_channels, kernel, kernel, generator=generator) * std
+        )
+
+    def batch_norm(name, channels):
+        state[f"{name}.weight"] = torch.rand(channels, generator=generator) + 0.5
+        state[f"{name}.bias"] = torch.randn(channels, generator=generator) * 0.1
+        state[f"{name}.running_mean"] = torch.randn(channels, generator=generator) * 0.1
+        state[f"{name}.running_var"] = torch.rand(channels, generator=generator) + 0.5
+        state[f"{name}.num_batches_tracked"] = torch.tensor(7, dtype=torch.long)
+
+    conv("conv1", 64, 3, 7)
+    batch_norm("bn1", 64)
+    widths = [(64, 64), (64, 128), (128, 256), (256, 512)]
+    for layer, (in_width, width) in enumerate(widths, start=1):
+        for block in range(2):
+            prefix = f"layer{layer}.{block}"
+            conv(f"{prefix}.conv1", width, in_width if block == 0 else width, 3)
+            batch_norm(f"{prefix}.bn1", width)
+            conv(f"{prefix}.conv2", width, width, 3)
+            batch_norm(f"{prefix}.bn2", width)
+            if layer > 1 and block == 0:
+                conv(f"{prefix}.downsample.0", width, in_width, 1)
+                batch_norm(f"{prefix}.downsample.1", width)
+    state["fc.weight"] = torch.randn(1000, 512, generator=generator) * 0.01
+    state["fc.bias"] = torch.zeros(1000)
+    return state
+
+
 def build_tiny_dataset(directory: str | os.PathLike, name: str, num_examples: int) -> str:
     """Builds TFDS dataset `name` (a project builder) with `num_examples` per split into
     `directory`; returns the data_dir."""
-    import tensorflow_datasets as tfds  # noqa: PLC0415 (TensorFlow only for dataset tests)
+    import tensorflow_datasets as tfds
 
-    import data_prep  # noqa: F401, PLC0415 (registers the builders)
+    import data_prep  # noqa: F401 (registers the builders)
 
     path = os.fspath(directory)
     download_config = tfds.download.DownloadConfig(max_examples_per_split=num_examples)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from damono_jax import adabn, export, input_pipeline
+from damono_jax.inference import model as inference_model
 from damono_jax.models import resnet
 from tests import helpers
 
@@ -89,13 +90,13 @@ def test_adapt_export_writes_a_new_export_with_target_statistics(data_dir, tmp_p
     export.save_export(source, helpers.random_depth_net_variables(INPUT_SIZE), metadata)
     adapted_dir = adabn.adapt_export(source, data_dir, DATASET, "train", tmp_path / "adapted",
                                      batch_size=2)
-    adapted = export.load_export(adapted_dir)
+    adapted = inference_model.load_export(adapted_dir)
     record = json.loads((adapted_dir / "metadata.json").read_text())["adabn"]
     assert record["num_images"] == NUM_EXAMPLES and record["split"] == "train"
     assert record["batch_size"] == 2 and record["dataset"] == DATASET
     batches = list(input_pipeline.create_image_batches(data_dir, DATASET, "train", INPUT_SIZE, 2))
     assert [len(b) for b in batches] == [2, 2, 1]
-    original = export.load_export(source)
+    original = inference_model.load_export(source)
     expected = adabn.reestimate_encoder_stats(original.variables["params"]["encoder"], batches)
     np.testing.assert_allclose(adapted.variables["batch_stats"]["encoder"]["bn1"]["var"],
                                expected["bn1"]["var"], rtol=1e-6)

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 
 from data_prep.build import BuildSummary, SplitSummary, build_dataset, parse_name
 from data_prep.common import DataError
-from data_prep.fixtures import kitti as kitti_fixture
+from tests.fixtures import kitti as kitti_fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DRIVE = "2011_09_26/2011_09_26_drive_0002_sync"

@@ -12,15 +12,15 @@ import tensorflow_datasets as tfds
 from data_prep.build import build_dataset
 from data_prep.cityscapes_depth import layout
 from data_prep.common import DataError
-from data_prep.fixtures import write_gray_png
-from data_prep.fixtures.cityscapes import (
+from tests.fixtures import write_gray_png
+from tests.fixtures.cityscapes import (
     OUT_OF_RANGE_LABEL,
     OUT_OF_RANGE_PIXEL,
     SPECIAL_DISPARITY_RAW,
     write_cityscapes,
 )
 
-# shared/reference/datasets.md §3.2.
+# Cityscapes labelId 0..33 -> train id, written out by hand from the dataset's label table.
 EXPLICIT_LUT = np.array([255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255,
                          255, 5, 255, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 255, 255, 16, 17, 18],
                         dtype=np.uint8)

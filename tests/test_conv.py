@@ -8,15 +8,17 @@ import pytest
 from jax import lax
 
 from configs import default
-from damono_jax import config_utils, train
+from damono_jax import config_utils
 from damono_jax.models import DAMonodepth
 from damono_jax.models.conv import (
     XLA_MAX_CHANNELS,
+    BandConv,
     band_weight_gradient,
     conv2d_band_wgrad,
     conv_general_dilated,
-    conv_general_dilated_for,
+    conv_module,
 )
+from damono_jax.train import state as state_lib
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -86,7 +88,7 @@ def test_flax_conv_with_band_equals_default_conv():
     x = jnp.asarray(rng.standard_normal((2, 12, 20, 6)), jnp.float32)
     kwargs = dict(features=7, kernel_size=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     plain = nn.Conv(**kwargs)
-    band = nn.Conv(**kwargs, conv_general_dilated=conv_general_dilated_for("band"))
+    band = BandConv(**kwargs)
     variables = plain.init(jax.random.key(0), x)
 
     def grads(module):
@@ -106,7 +108,7 @@ def test_model_routes_every_convolution_through_the_chosen_formulation():
     source = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
     counts = {}
     for choice in ("xla", "band"):
-        model = DAMonodepth(num_classes=19, weight_gradient=choice)
+        model = DAMonodepth(num_classes=19, conv=conv_module(choice))
         variables = jax.eval_shape(
             lambda s, t, m=model: m.init(jax.random.key(0), s, t), source, source
         )
@@ -164,24 +166,27 @@ def test_valid_padding_string_is_accepted():
 
 
 def test_weight_gradient_choices():
-    assert conv_general_dilated_for("xla") is None
-    assert conv_general_dilated_for("band") is conv_general_dilated
+    assert conv_module("xla") is nn.Conv
+    assert conv_module("band") is BandConv
+    assert BandConv.keywords == {"conv_general_dilated": conv_general_dilated}
     with pytest.raises(ValueError, match=r"weight_gradient must be one of \('xla', 'band'\)"):
-        conv_general_dilated_for("im2col")
-    with pytest.raises(ValueError, match="weight_gradient: 'fast' is not one of"):
-        DAMonodepth.from_config(default.get_config().model, "full", "float32", "fast")
+        conv_module("im2col")
+    # One BandConv object: two models built with it are equal (the step cache's key).
+    model = DAMonodepth.from_config(default.get_config().model, "full", "float32", BandConv)
+    assert model == DAMonodepth.from_config(default.get_config().model, "full", "float32",
+                                            conv_module("band"))
 
 
 def test_config_auto_resolves_per_backend_and_is_validated(tmp_path):
     config = default.get_config()
     config.data.data_dir = str(tmp_path)
     assert config.conv_weight_gradient == "auto"
-    assert train.resolve_weight_gradient(config, "cpu") == "band"
-    assert train.resolve_weight_gradient(config, "gpu") == "xla"
-    assert train.resolve_weight_gradient(config, "tpu") == "xla"
+    assert state_lib.resolve_weight_gradient(config.conv_weight_gradient, "cpu") == "band"
+    assert state_lib.resolve_weight_gradient(config.conv_weight_gradient, "gpu") == "xla"
+    assert state_lib.resolve_weight_gradient(config.conv_weight_gradient, "tpu") == "xla"
     config.conv_weight_gradient = "xla"
-    assert train.resolve_weight_gradient(config, "cpu") == "xla"
-    assert train.create_model(config).weight_gradient == "xla"
+    assert state_lib.resolve_weight_gradient(config.conv_weight_gradient, "cpu") == "xla"
+    assert state_lib.create_model(config).conv is nn.Conv
     config.conv_weight_gradient = "im2col"
     with pytest.raises(ValueError, match="config.conv_weight_gradient: unknown value 'im2col'"):
         config_utils.validate(config)

@@ -11,6 +11,8 @@ import pytest
 
 from configs import default
 from damono_jax import export
+from damono_jax.inference import model as inference_model
+from damono_jax.inference import saved_model
 from damono_jax.models import DAMonodepth
 from tests import helpers
 
@@ -56,7 +58,7 @@ def images():
 def test_export_reload_predict_is_identical(export_dir, variables, images):
     assert sorted(p.name for p in export_dir.iterdir()) == ["metadata.json", "variables"]
     assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")]
-    model = export.load_export(export_dir)
+    model = inference_model.load_export(export_dir)
     assert model.metadata["step"] == 7 and model.metadata["units"] == "metres"
     assert model.metadata["format_version"] == export.EXPORT_FORMAT_VERSION
     assert model.input_size == INPUT_SIZE
@@ -68,7 +70,7 @@ def test_export_reload_predict_is_identical(export_dir, variables, images):
     assert disparity.shape == (2, *INPUT_SIZE) and disparity.dtype == np.float32
     assert np.all((disparity > 0) & (disparity < 1))
     compiled = model.compiled_shapes
-    in_memory = export.InferenceModel(make_metadata(), variables)
+    in_memory = inference_model.InferenceModel(make_metadata(), variables)
     np.testing.assert_array_equal(in_memory.predict_disparity(images), disparity)
     depth = model.predict_depth(images * 0.5)
     assert model.compiled_shapes == compiled  # one compilation per input shape
@@ -109,7 +111,7 @@ def test_export_from_train_state_and_saved_model_parity(images, tmp_path):
         "metadata.json", "saved_model", "variables"
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
-    model = export.load_export(export_dir)
+    model = inference_model.load_export(export_dir)
     metadata = model.metadata
     assert metadata["step"] == 123 and metadata["input_size"] == list(INPUT_SIZE)
     assert (metadata["min_depth"], metadata["max_depth"]) == (1.0, 100.0)
@@ -119,7 +121,7 @@ def test_export_from_train_state_and_saved_model_parity(images, tmp_path):
     assert metadata["train_focal_x_normalized"] == pytest.approx(725 / 1242)
     assert sorted(model.variables["params"]) == ["depth_decoder", "encoder", "shared_block"]
 
-    predict = export.load_saved_model(export_dir / "saved_model")
+    predict = saved_model.load_saved_model(export_dir / "saved_model")
     expected_disparity = model.predict_disparity(images)
     expected_depth = model.predict_depth(images)
     for batch_size in (2, 1):  # the SavedModel's batch dimension is polymorphic
@@ -136,7 +138,7 @@ def test_overwrite_is_atomic_and_can_be_refused(tmp_path, variables):
     target = tmp_path / "export"
     export.save_export(target, variables, make_metadata(step=1))
     export.save_export(target, variables, make_metadata(step=2))
-    assert export.read_metadata(target)["step"] == 2
+    assert inference_model.read_metadata(target)["step"] == 2
     with pytest.raises(FileExistsError, match="already exists"):
         export.save_export(target, variables, make_metadata(step=3), overwrite=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
@@ -164,32 +166,32 @@ def test_bad_metadata_or_variables_write_nothing(tmp_path, variables):
 def test_missing_or_corrupt_exports_name_the_path(tmp_path, export_dir):
     missing = tmp_path / "nowhere"
     with pytest.raises(export.ExportError, match=f"{missing}: export directory does not exist"):
-        export.load_export(missing)
+        inference_model.load_export(missing)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(export.ExportError, match="metadata.json: missing"):
-        export.load_export(empty)
+        inference_model.load_export(empty)
     (empty / "metadata.json").write_text('{"model": {"upsample_mode": "bilinear"},\n "step": }')
     with pytest.raises(export.ExportError, match="metadata.json: line 2: invalid JSON"):
-        export.load_export(empty)
+        inference_model.load_export(empty)
     (empty / "metadata.json").write_text(json.dumps(make_metadata()))
     with pytest.raises(export.ExportError, match="variables: missing"):
-        export.load_export(empty)
+        inference_model.load_export(empty)
     mismatched = tmp_path / "mismatched"
     mismatched.mkdir()
     (mismatched / "variables").symlink_to(Path(export_dir) / "variables")
     (mismatched / "metadata.json").write_text(
         json.dumps(make_metadata(model={"upsample_mode": "nearest"}, input_size=[32, 32]))
     )
-    model = export.load_export(mismatched)  # upsampling and size do not change the params
+    model = inference_model.load_export(mismatched)  # upsampling and size do not change the params
     assert model.input_size == (32, 32)
     (mismatched / "metadata.json").write_text(json.dumps(make_metadata(units="feet")))
     with pytest.raises(export.ExportError, match="key 'units' must be 'metres', got 'feet'"):
-        export.load_export(mismatched)
+        inference_model.load_export(mismatched)
 
 
 def test_predict_rejects_bad_images(export_dir):
-    model = export.load_export(export_dir)
+    model = inference_model.load_export(export_dir)
     with pytest.raises(ValueError, match="expected float32 NHWC"):
         model.predict_disparity(np.zeros((64, 96, 3), np.float32))
     with pytest.raises(ValueError, match="expected float32 in"):
@@ -200,16 +202,17 @@ def test_predict_rejects_bad_images(export_dir):
 
 def test_prepare_image_resizes_uint8_to_the_input_size():
     image = np.full((375, 1242, 3), 255, np.uint8)
-    prepared = export.prepare_image(image, INPUT_SIZE)
+    prepared = inference_model.prepare_image(image, INPUT_SIZE)
     assert prepared.shape == (*INPUT_SIZE, 3) and prepared.dtype == np.float32
     np.testing.assert_allclose(prepared, 1.0, atol=1e-6)
     with pytest.raises(ValueError, match="expected uint8 RGB"):
-        export.prepare_image(image.astype(np.float32), INPUT_SIZE)
+        inference_model.prepare_image(image.astype(np.float32), INPUT_SIZE)
 
 
 def test_prepare_image_matches_the_eval_input_pipeline():
-    from damono_jax import input_pipeline
+    from damono_jax import preprocessing
 
     image = np.random.default_rng(2).integers(0, 256, size=(75, 250, 3), dtype=np.uint8)
-    expected = input_pipeline.resize_image(image, INPUT_SIZE).numpy()
-    np.testing.assert_allclose(export.prepare_image(image, INPUT_SIZE), expected, atol=1e-4)
+    expected = preprocessing.resize_image(image, INPUT_SIZE).numpy()
+    prepared = inference_model.prepare_image(image, INPUT_SIZE)
+    np.testing.assert_allclose(prepared, expected, atol=1e-4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import colorsys
 import itertools
 import os
 
@@ -13,7 +12,7 @@ import tensorflow_datasets as tfds
 
 import data_prep  # noqa: F401  (registers the builders)
 from configs import default
-from damono_jax import input_pipeline
+from damono_jax import config_utils, input_pipeline
 from data_prep.synthetic_driving import render
 
 NUM_EXAMPLES = 6  # per split
@@ -71,6 +70,23 @@ def make_config(data_dir: str | None, **data_overrides):
     return config
 
 
+def train_iterator(config, start_step: int = 0, **process):
+    """`create_train_iterator` with the arguments the training loop passes."""
+    return input_pipeline.create_train_iterator(
+        config.data, batch_size=config.batch_size, seed=config.seed,
+        use_target_images=config_utils.uses_target_images(config), start_step=start_step,
+        **process,
+    )
+
+
+def eval_examples(config, split=None, max_examples=None):
+    """`create_eval_dataset` with the arguments the training loop passes."""
+    data = config.data
+    return input_pipeline.create_eval_dataset(
+        data.data_dir, data.eval, split or data.eval_split, data.image_size, max_examples
+    )
+
+
 def take(iterator, count: int) -> list[dict[str, np.ndarray]]:
     return list(itertools.islice(iterator, count))
 
@@ -93,7 +109,7 @@ def numpy_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def test_train_batches_shapes_dtypes_ranges(data_dir):
-    batches = take(input_pipeline.create_train_iterator(make_config(data_dir)), 4)
+    batches = take(train_iterator(make_config(data_dir)), 4)
     expected = {
         "source_image": ((2, *SIZE, 3), np.float32),
         "source_image_clean": ((2, *SIZE, 3), np.float32),
@@ -115,7 +131,7 @@ def test_train_batches_shapes_dtypes_ranges(data_dir):
 def test_variants_without_domain_classifier_have_no_target_stream(data_dir):
     config = make_config(data_dir)
     config.variant = "seg"
-    batch = next(input_pipeline.create_train_iterator(config))
+    batch = next(train_iterator(config))
     assert "target_image" not in batch
     assert set(batch) == {"source_image", "source_image_clean", "source_depth", "source_label"}
 
@@ -127,7 +143,7 @@ def test_unaugmented_stream_is_resized_dataset(data_dir):
                   for index in range(NUM_EXAMPLES)]
     expected_depths = [numpy_nearest(ref["depth"], SIZE) for ref in references]
     seen = []
-    for batch in take(input_pipeline.create_train_iterator(config), NUM_EXAMPLES // 2):
+    for batch in take(train_iterator(config), NUM_EXAMPLES // 2):
         np.testing.assert_array_equal(batch["source_image"], batch["source_image_clean"])
         for depth, label, image in zip(batch["source_depth"], batch["source_label"],
                                        batch["source_image"], strict=True):
@@ -148,8 +164,8 @@ def test_unaugmented_stream_is_resized_dataset(data_dir):
 
 
 def test_flip_is_shared_by_image_depth_and_labels(data_dir):
-    plain = take(input_pipeline.create_train_iterator(make_config(data_dir, augment=False)), 6)
-    augmented = take(input_pipeline.create_train_iterator(make_config(data_dir)), 6)
+    plain = take(train_iterator(make_config(data_dir, augment=False)), 6)
+    augmented = take(train_iterator(make_config(data_dir)), 6)
     flipped_count = jittered_count = 0
     for batch_plain, batch_aug in zip(plain, augmented, strict=True):
         for k in range(2):
@@ -175,11 +191,11 @@ def test_flip_is_shared_by_image_depth_and_labels(data_dir):
 
 def test_stream_is_deterministic_and_resumable(data_dir):
     config = make_config(data_dir)
-    reference = take(input_pipeline.create_train_iterator(config), 7)
-    assert_batches_equal(reference, take(input_pipeline.create_train_iterator(config), 7))
+    reference = take(train_iterator(config), 7)
+    assert_batches_equal(reference, take(train_iterator(config), 7))
     # 3 steps per epoch: step 4 resumes inside the second epoch, step 6 at the third.
     for start_step in (4, 6):
-        resumed = take(input_pipeline.create_train_iterator(config, start_step=start_step),
+        resumed = take(train_iterator(config, start_step),
                        7 - start_step)
         assert_batches_equal(reference[start_step:], resumed)
     # Epochs are reshuffled and the two streams are shuffled independently.
@@ -189,14 +205,14 @@ def test_stream_is_deterministic_and_resumable(data_dir):
     other_seed = make_config(data_dir)
     other_seed.seed = 1
     assert not np.array_equal(
-        next(input_pipeline.create_train_iterator(other_seed))["source_depth"],
+        next(train_iterator(other_seed))["source_depth"],
         reference[0]["source_depth"],
     )
 
 
 def test_cache_gives_the_same_stream(data_dir):
-    reference = take(input_pipeline.create_train_iterator(make_config(data_dir)), 4)
-    cached = take(input_pipeline.create_train_iterator(make_config(data_dir, cache=True)), 4)
+    reference = take(train_iterator(make_config(data_dir)), 4)
+    cached = take(train_iterator(make_config(data_dir, cache=True)), 4)
     assert_batches_equal(reference, cached)
 
 
@@ -205,7 +221,7 @@ def test_processes_read_disjoint_halves(data_dir):
     config.batch_size = 4
     depths = []
     for process_index in range(2):
-        batches = take(input_pipeline.create_train_iterator(
+        batches = take(train_iterator(
             config, process_index=process_index, process_count=2), 3)
         assert batches[0]["source_depth"].shape == (2, *SIZE)
         epoch = np.concatenate([b["source_depth"] for b in batches[:3]])
@@ -216,7 +232,7 @@ def test_processes_read_disjoint_halves(data_dir):
 
 
 def test_eval_dataset_yields_full_resolution_ground_truth(data_dir):
-    examples = list(input_pipeline.create_eval_dataset(make_config(data_dir)))
+    examples = list(eval_examples(make_config(data_dir)))
     assert sorted(example["name"] for example in examples) == [
         f"test_{i:06d}" for i in range(NUM_EXAMPLES)
     ]
@@ -228,17 +244,16 @@ def test_eval_dataset_yields_full_resolution_ground_truth(data_dir):
         np.testing.assert_array_equal(example["depth"], reference["depth"])
         np.testing.assert_array_equal(example["label"], reference["label"][..., 0])
         np.testing.assert_array_equal(example["intrinsics"], reference["intrinsics"])
-    limited = list(input_pipeline.create_eval_dataset(make_config(data_dir), split="val",
-                                                      max_examples=2))
+    limited = list(eval_examples(make_config(data_dir), split="val", max_examples=2))
     assert len(limited) == 2 and all(e["name"].startswith("val_") for e in limited)
 
 
 def test_errors_name_the_problem(data_dir, tmp_path):
     with pytest.raises(ValueError, match="config.data.data_dir is not set"):
-        input_pipeline.create_train_iterator(make_config(None))
+        train_iterator(make_config(None))
     empty = os.fspath(tmp_path / "empty")
     with pytest.raises(FileNotFoundError) as error:
-        input_pipeline.create_train_iterator(make_config(empty))
+        train_iterator(make_config(empty))
     message = str(error.value)
     assert "'synthetic_driving/source' is not built in " + empty in message
     assert os.path.join(empty, "synthetic_driving", "source", "1.1.0") in message
@@ -247,62 +262,14 @@ def test_errors_name_the_problem(data_dir, tmp_path):
                                          "the process count 2"):
         config = make_config(data_dir)
         config.batch_size = 3
-        input_pipeline.create_train_iterator(config, process_index=0, process_count=2)
+        train_iterator(config, process_index=0, process_count=2)
     with pytest.raises(ValueError, match=r"config.data.source: dataset "
                                          r"'pipeline_test_images_only' at .* lacks feature\(s\) "
                                          r"\['depth', 'label'\]"):
-        input_pipeline.create_train_iterator(make_config(data_dir,
+        train_iterator(make_config(data_dir,
                                                          source="pipeline_test_images_only"))
     with pytest.raises(ValueError, match=r"config.data.target: .* has no split 'training'; "
                                          r"it has \['test', 'train', 'val'\]"):
-        input_pipeline.create_train_iterator(make_config(data_dir, target_split="training"))
-    with pytest.raises(ValueError, match="config.data.shuffle_buffer: must be >= 1, got 0"):
-        input_pipeline.create_train_iterator(make_config(data_dir, shuffle_buffer=0))
+        train_iterator(make_config(data_dir, target_split="training"))
     with pytest.raises(ValueError, match="config.data.eval: cannot load dataset 'no_such_set'"):
-        list(input_pipeline.create_eval_dataset(make_config(data_dir, eval="no_such_set")))
-
-
-# ------------------------------------------------------------------- colour jitter ops
-
-
-def _reference_gray(image: np.ndarray) -> np.ndarray:
-    return image @ np.array([0.2989, 0.587, 0.114])
-
-
-def test_colour_ops_match_torchvision_formulas():
-    image = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
-    gray = _reference_gray(image.astype(np.float64))
-    tensor = tf.constant(image)
-    np.testing.assert_allclose(input_pipeline.adjust_brightness(tensor, 1.15).numpy(),
-                               np.clip(image * 1.15, 0, 1), atol=1e-6)
-    np.testing.assert_allclose(input_pipeline.adjust_contrast(tensor, 0.85).numpy(),
-                               np.clip(0.85 * image + 0.15 * gray.mean(), 0, 1), atol=1e-6)
-    np.testing.assert_allclose(input_pipeline.adjust_saturation(tensor, 1.2).numpy(),
-                               np.clip(1.2 * image - 0.2 * gray[..., None], 0, 1), atol=1e-6)
-    expected_hue = np.array([
-        colorsys.hsv_to_rgb((h + 0.07) % 1.0, s, v)
-        for h, s, v in (colorsys.rgb_to_hsv(*pixel) for pixel in image.reshape(-1, 3))
-    ]).reshape(image.shape)
-    np.testing.assert_allclose(input_pipeline.adjust_hue(tensor, 0.07).numpy(), expected_hue,
-                               atol=1e-5)
-
-
-def test_colour_jitter_is_seeded_and_bounded():
-    image = tf.constant(np.random.default_rng(1).random((6, 8, 3)).astype(np.float32))
-    seed = tf.constant([3, 4], tf.int64)
-    first = input_pipeline.color_jitter(image, seed).numpy()
-    np.testing.assert_array_equal(first, input_pipeline.color_jitter(image, seed).numpy())
-    assert 0.0 <= first.min() and first.max() <= 1.0
-    assert not np.allclose(first, image.numpy())
-    other = input_pipeline.color_jitter(image, tf.constant([3, 5], tf.int64)).numpy()
-    assert not np.array_equal(first, other)
-
-
-@pytest.mark.parametrize("size", [(192, 640), (48, 160), (96, 160)])
-def test_resize_image_is_antialiased_bilinear(size):
-    image = np.random.default_rng(2).integers(0, 256, (96, 320, 3)).astype(np.uint8)
-    reference = tf.image.resize(image.astype(np.float32) / 255.0, size, method="bilinear",
-                                antialias=True).numpy()
-    resized = input_pipeline.resize_image(tf.constant(image), size).numpy()
-    assert resized.shape == (*size, 3) and resized.dtype == np.float32
-    np.testing.assert_allclose(resized, np.clip(reference, 0.0, 1.0), atol=1e-6)
+        list(eval_examples(make_config(data_dir, eval="no_such_set")))

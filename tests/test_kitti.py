@@ -15,20 +15,20 @@ from PIL import Image
 from data_prep import kitti
 from data_prep.build import build_dataset
 from data_prep.common import DataError
-from data_prep.fixtures import kitti as kitti_fixture
-from data_prep.fixtures import (
+from data_prep.kitti_eigen.kitti_eigen_dataset_builder import (
+    CUSTOM_SPLITS_DIR,
+    _rgb8_png_bytes,
+    parse_split_file,
+    standard_frames,
+)
+from tests.fixtures import kitti as kitti_fixture
+from tests.fixtures import (
     overwrite_with_garbage,
     random_rgb,
     truncate_file,
     write_gray_png,
     write_rgb_png,
     write_text_lines,
-)
-from data_prep.kitti_eigen.kitti_eigen_dataset_builder import (
-    CUSTOM_SPLITS_DIR,
-    _rgb8_png_bytes,
-    parse_split_file,
-    standard_frames,
 )
 
 DRIVE_26 = "2011_09_26/2011_09_26_drive_0002_sync"

@@ -17,11 +17,11 @@ from data_prep.labels import (
     vkitti_class_name,
 )
 
-# shared/reference/datasets.md §3.2, "LUT (index = labelId 0..33)".
+# Cityscapes labelId 0..33 -> train id, written out by hand from the dataset's label table.
 EXPLICIT_CITYSCAPES_LUT = [255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255,
                            255, 5, 255, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 255, 255, 16, 17, 18]
 
-# shared/reference/datasets.md §4, "VKITTI -> CS trainId".
+# Virtual KITTI class -> Cityscapes train id (docs/datasets.md, "Virtual KITTI").
 EXPLICIT_VKITTI_TABLE = {
     "Road": 0, "Building": 2, "GuardRail": 4, "Pole": 5, "TrafficLight": 6, "TrafficSign": 7,
     "Tree": 8, "Vegetation": 8, "Terrain": 9, "Sky": 10, "Car": 13, "Van": 13, "Truck": 14,

@@ -33,6 +33,8 @@ def _model_config(**overrides) -> ml_collections.ConfigDict:
             "encoder_init": "scratch",
             "shared_block_grad": "mean",
             "discriminator_features": (256, 128),
+            "align_levels": (4,),
+            "domain_specific_bn": False,
             "min_depth": 0.1,
             "max_depth": 100.0,
         }
@@ -216,24 +218,6 @@ def test_depth_net_from_config():
     assert net.upsample_mode == "nearest" and net.dtype == jnp.float32
 
 
-@pytest.mark.parametrize(
-    "overrides,variant,dtype,message",
-    [
-        ({}, "semantic", "float32", "config.variant: 'semantic'"),
-        ({"upsample_mode": "bicubic"}, "full", "float32", "config.model.upsample_mode"),
-        ({"num_classes": 0}, "full", "float32", "config.model.num_classes"),
-        ({"discriminator_features": ()}, "full", "float32", "config.model.discriminator_features"),
-        ({}, "full", "float16", "config.dtype: 'float16'"),
-        ({"align_levels": ()}, "full", "float32", "config.model.align_levels"),
-        ({"align_levels": (4, 4)}, "full", "float32", "config.model.align_levels"),
-        ({"align_levels": (5,)}, "full", "float32", "config.model.align_levels"),
-    ],
-)
-def test_from_config_errors_name_the_key(overrides, variant, dtype, message):
-    with pytest.raises(ValueError, match=message):
-        DAMonodepth.from_config(_model_config(**overrides), variant, dtype=dtype)
-
-
 def test_input_errors():
     images = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
     full = DAMonodepth()
@@ -302,8 +286,6 @@ def test_combine_shared_block_grads():
     np.testing.assert_array_equal(np.asarray(grads["shared_block"]["w"]), [4.0, 4.0])
     summed = combine_shared_block_grads(grads, "sum")
     np.testing.assert_array_equal(np.asarray(summed["shared_block"]["w"]), [4.0, 4.0])
-    with pytest.raises(ValueError, match="config.model.shared_block_grad: 'average'"):
-        combine_shared_block_grads(grads, "average")
     with pytest.raises(KeyError, match="no 'shared_block' in the gradient tree"):
         combine_shared_block_grads({"params": grads}, "mean")
 
@@ -456,10 +438,10 @@ def test_initialisers_follow_pytorch():
     ],
 )
 def test_upsample_bilinear_equals_jax_image_resize_and_torch(shape, factors):
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415
+    import torch
+    import torch.nn.functional as F
 
-    from damono_jax.models.upsample import upsample_bilinear  # noqa: PLC0415
+    from damono_jax.models.upsample import upsample_bilinear
 
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     out_shape = (shape[0], shape[1] * factors[0], shape[2] * factors[1], shape[3])
@@ -475,7 +457,7 @@ def test_upsample_bilinear_equals_jax_image_resize_and_torch(shape, factors):
 
 
 def test_upsample_bilinear_rejects_bad_factors():
-    from damono_jax.models.upsample import upsample_bilinear, upsample_bilinear_to  # noqa: PLC0415
+    from damono_jax.models.upsample import upsample_bilinear, upsample_bilinear_to
 
     with pytest.raises(ValueError, match="factor_w must be a positive int, got 0"):
         upsample_bilinear(jnp.zeros((1, 2, 2, 1)), 2, 0)

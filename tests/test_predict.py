@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from damono_jax import export, predict
+from damono_jax.inference import model as inference_model
 from damono_jax.models import DepthNet
 from tests import helpers
 
@@ -53,7 +54,7 @@ def image_folder(tmp_path_factory):
     return folder
 
 
-def expected_depth(model: export.InferenceModel, path: Path) -> np.ndarray:
+def expected_depth(model: inference_model.InferenceModel, path: Path) -> np.ndarray:
     """Independent pipeline: network at input size, torch bilinear resize, inversion."""
     image = np.asarray(Image.open(path).convert("RGB"))
     scaled = model.predict_scaled_disparity(model.prepare_image(image)[None])[0]
@@ -72,7 +73,7 @@ def read_ply(path: Path) -> tuple[str, np.ndarray]:
 
 
 def test_predict_folder_writes_consistent_files(export_dir, image_folder, tmp_path):
-    jitted = export._jitted_sigmoid_disparity(DepthNet())
+    jitted = inference_model._jitted_sigmoid_disparity(DepthNet())
     compiled_before = jitted._cache_size()
     output = tmp_path / "out"
     summary = predict.predict_images(
@@ -83,7 +84,7 @@ def test_predict_folder_writes_consistent_files(export_dir, image_folder, tmp_pa
     assert sorted(Path(p).name for p in summary["written"]) == ["a.png", "b.png", "c.png",
                                                                "d.png"]
     assert summary["skipped"] == {}
-    model = export.load_export(export_dir)
+    model = inference_model.load_export(export_dir)
     first_batch = []
     for name in "abcd":
         source = image_folder / f"{name}.png"

@@ -9,52 +9,17 @@ import ml_collections
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from damono_jax import pretrained
 from damono_jax.models import DAMonodepth, DepthNet, ResNet18Encoder
+from tests import helpers
 
 HEIGHT, WIDTH = 64, 128
 PARITY_TOLERANCE = 1e-4
 
 
 # ------------------------------------------------------------- random state dicts
-
-
-def _random_resnet18_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """torchvision-named ResNet-18 state dict with random weights and BN running stats."""
-    generator = torch.Generator().manual_seed(seed)
-    state: dict[str, torch.Tensor] = {}
-
-    def conv(name, out_channels, in_channels, kernel):
-        std = math.sqrt(2.0 / (in_channels * kernel * kernel))
-        state[f"{name}.weight"] = (
-            torch.randn(out_channels, in_channels, kernel, kernel, generator=generator) * std
-        )
-
-    def batch_norm(name, channels):
-        state[f"{name}.weight"] = torch.rand(channels, generator=generator) + 0.5
-        state[f"{name}.bias"] = torch.randn(channels, generator=generator) * 0.1
-        state[f"{name}.running_mean"] = torch.randn(channels, generator=generator) * 0.1
-        state[f"{name}.running_var"] = torch.rand(channels, generator=generator) + 0.5
-        state[f"{name}.num_batches_tracked"] = torch.tensor(7, dtype=torch.long)
-
-    conv("conv1", 64, 3, 7)
-    batch_norm("bn1", 64)
-    widths = [(64, 64), (64, 128), (128, 256), (256, 512)]
-    for layer, (in_width, width) in enumerate(widths, start=1):
-        for block in range(2):
-            prefix = f"layer{layer}.{block}"
-            conv(f"{prefix}.conv1", width, in_width if block == 0 else width, 3)
-            batch_norm(f"{prefix}.bn1", width)
-            conv(f"{prefix}.conv2", width, width, 3)
-            batch_norm(f"{prefix}.bn2", width)
-            if layer > 1 and block == 0:
-                conv(f"{prefix}.downsample.0", width, in_width, 1)
-                batch_norm(f"{prefix}.downsample.1", width)
-    state["fc.weight"] = torch.randn(1000, 512, generator=generator) * 0.01
-    state["fc.bias"] = torch.zeros(1000)
-    return state
 
 
 def _random_monodepth2_decoder_state(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -168,7 +133,7 @@ def _nchw(array: jax.Array) -> np.ndarray:
 @pytest.fixture(scope="module")
 def weight_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("weights")
-    resnet_state = _random_resnet18_state()
+    resnet_state = helpers.random_resnet18_state()
     decoder_state = _random_monodepth2_decoder_state()
     paths = {
         "resnet18": directory / "resnet18-random.pth",

@@ -10,7 +10,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from damono_jax.models import DAMonodepth, DepthNet
 from damono_jax.tools import summary
@@ -106,7 +105,12 @@ def test_counts_follow_variant_and_classes():
 
 
 def test_invalid_config_names_the_key():
-    config = _default_config()
-    config.model.upsample_mode = "cubic"
-    with pytest.raises(ValueError, match="config.model.upsample_mode: 'cubic'"):
-        summary.parameter_counts(config)
+    """The command validates its config at the entry, as every entry point does."""
+    result = subprocess.run(
+        [sys.executable, "-m", "damono_jax.tools.summary", "--config=configs/default.py",
+         "--config.model.upsample_mode=cubic"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+        text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "config.model.upsample_mode: unknown value 'cubic'" in result.stderr

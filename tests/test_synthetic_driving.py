@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data_prep  # noqa: F401  (registers the builders)
-from data_prep.synthetic_driving import render, world
+from data_prep.synthetic_driving import render, scenes, world
 from data_prep.synthetic_driving import synthetic_driving_dataset_builder as builder_module
 from data_prep.synthetic_driving.synthetic_driving_dataset_builder import SyntheticDrivingConfig
 
@@ -111,7 +111,7 @@ def test_scene_rejects_bad_boxes(box, message):
 
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="split must be one of"):
-        world.scene_rng(0, "training", 0)
+        scenes.scene_rng(0, "training", 0)
     with pytest.raises(ValueError, match="domain must be one of"):
         render.render_example("real", 0, "train", 0, HEIGHT, WIDTH)
     with pytest.raises(ValueError, match="domain must be one of"):

@@ -1,4 +1,4 @@
-"""Parity of the PyTorch twin (benchmarks/torch_twin.py) with the JAX model and losses.
+"""Parity of the PyTorch twin (tests/torch_twin.py) with the JAX model and losses.
 
 Same weights (copied from the Flax tree with `load_jax_variables`), same batch, 64x96 images:
 forward outputs, loss terms and all parameter gradients must agree to 1e-4 relative error.
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from benchmarks import timing
-from benchmarks import torch_twin as tt
 from configs import default
-from damono_jax import losses, models
+from damono_jax import labels, losses, models
+from tests import torch_twin as tt
 
 BATCH, HEIGHT, WIDTH = 2, 64, 96
 GRL_SCALE = 0.5
@@ -68,7 +68,7 @@ def build_setup():
     depth = rng.uniform(0.5, 90.0, size=(BATCH, HEIGHT, WIDTH)).astype(np.float32)
     depth[:, :5] = 0.0  # no ground truth; beyond 80 m is masked too
     label = rng.integers(0, config.model.num_classes, size=(BATCH, HEIGHT, WIDTH, 1))
-    label[:, :, :4] = losses.IGNORE_LABEL
+    label[:, :, :4] = labels.IGNORE_LABEL
     batch = {
         "source_image": source,
         "target_image": target,

@@ -11,15 +11,15 @@ import tensorflow_datasets as tfds
 
 from data_prep.build import build_dataset
 from data_prep.common import DataError, read_rgb
-from data_prep.fixtures import write_text_lines, write_uint16_png
-from data_prep.fixtures.vkitti import (
+from data_prep.labels import ColorLut
+from data_prep.vkitti import layout
+from tests.fixtures import write_text_lines, write_uint16_png
+from tests.fixtures.vkitti import (
     SPECIAL_DEPTH_RAW,
     UNKNOWN_COLOR,
     UNKNOWN_COLOR_PIXEL,
     write_vkitti,
 )
-from data_prep.labels import ColorLut
-from data_prep.vkitti import layout
 
 
 def _expected_metres(raw: np.ndarray) -> np.ndarray:

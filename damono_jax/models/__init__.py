@@ -1,7 +1,9 @@
 """DA-Monodepth networks: ResNet-18 encoder, decoders, gradient reversal, domain classifier."""
 
+from damono_jax.models.conv import BandConv, ModuleDef, conv_module
 from damono_jax.models.da_monodepth import (
     DEPTH_NET_PARTS,
+    DOMAIN_CLASSIFIER,
     VARIANTS,
     DAMonodepth,
     DepthNet,
@@ -23,13 +25,16 @@ from damono_jax.models.grl import gradient_reversal
 from damono_jax.models.resnet import ENCODER_CHANNELS, BasicBlock, ResNet18Encoder
 
 __all__ = [
+    "BandConv",
     "BasicBlock",
     "DAMonodepth",
     "DECODER_CHANNELS",
     "DEPTH_NET_PARTS",
+    "DOMAIN_CLASSIFIER",
     "DepthDecoder",
     "DepthNet",
     "ENCODER_CHANNELS",
+    "ModuleDef",
     "MultiScaleDecoder",
     "PatchDiscriminator",
     "ResNet18Encoder",
@@ -39,6 +44,7 @@ __all__ = [
     "UpBlock",
     "VARIANTS",
     "combine_shared_block_grads",
+    "conv_module",
     "depth_net_variables",
     "gradient_reversal",
     "patch_map_size",

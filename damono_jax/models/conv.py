@@ -2,9 +2,8 @@
 
 XLA's autodiff writes the weight gradient of a KxK convolution as another convolution whose
 *window* is the whole output feature map, whose output is KxK, and whose contracted
-feature dimension is the batch (2-4 images). XLA:CPU (YNNPACK or Eigen) runs that at
-3-25 GFLOP/s on the DA-Monodepth shapes, against ~200 GFLOP/s for a matrix multiply; it
-was 56% of the CPU train step (BENCHMARKS.md, section "Convolution weight gradients on CPU").
+feature dimension is the batch (2-4 images). XLA:CPU (YNNPACK or Eigen) runs that far below
+matrix-multiply speed, and on CPU it dominated the train step.
 
 `conv2d_band_wgrad` keeps XLA's forward convolution and input gradient and computes the
 weight gradient band by band: for each kernel row `kh`, the input rows that meet that tap
@@ -12,8 +11,8 @@ weight gradient band by band: for each kernel row `kh`, the input rows that meet
 gradient for the KW taps of that row form a 1-D convolution along the width whose
 contracted feature dimension is B*Ho (hundreds) instead of B; the KH bands run as one
 convolution. The same FLOPs plus the taps over the explicit zero padding, the same result
-up to float summation order; 1.05-7.5x faster per layer on CPU where it is used
-(BENCHMARKS.md, same section).
+up to float summation order, and faster on CPU for every layer where it is used
+(`benchmarks/conv_backward.py` measures it).
 
 `conv_general_dilated` is the drop-in Flax takes (`nn.Conv(conv_general_dilated=...)`):
 it routes NHWC/HWIO convolutions without dilation or feature groups to
@@ -25,18 +24,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 _NHWC = ("NHWC", "HWIO", "NHWC")
-# The named scope of the band's convolutions (benchmarks/profile_step.py finds them by it).
-BAND_SCOPE = "band_weight_gradient"
 # Convolutions with at most this many input *and* output channels keep XLA's weight
-# gradient: at 192x640 with 16 -> 16 and 16 -> 1 channels it was 1.6-1.8x faster than the
-# band (benchmarks/conv_backward.py --weight_gradient_only --with_heads; BENCHMARKS.md).
+# gradient, which was faster than the band for the decoder's 16 -> 16 and 16 -> 1 convs
+# (`benchmarks/conv_backward.py --weight_gradient_only --with_heads`).
 XLA_MAX_CHANNELS = 16
 
 
@@ -62,18 +61,7 @@ def band_weight_gradient(
     x: jax.Array, grad_out: jax.Array, kernel_size: tuple[int, int], stride: int,
     padding: Padding,
 ) -> jax.Array:
-    """d(sum(conv(x, k) * grad_out)) / dk, shape (KH, KW, Cin, Cout), band by band.
-
-    Traced under the named scope `BAND_SCOPE`.
-    """
-    with jax.named_scope(BAND_SCOPE):
-        return _band_weight_gradient(x, grad_out, kernel_size, stride, padding)
-
-
-def _band_weight_gradient(
-    x: jax.Array, grad_out: jax.Array, kernel_size: tuple[int, int], stride: int,
-    padding: Padding,
-) -> jax.Array:
+    """d(sum(conv(x, k) * grad_out)) / dk, shape (KH, KW, Cin, Cout), band by band."""
     kernel_h, kernel_w = kernel_size
     batch, out_h, out_w, out_channels = grad_out.shape
     in_channels = x.shape[-1]
@@ -165,19 +153,19 @@ def conv_general_dilated(
     return conv2d_band_wgrad(lhs, rhs, strides[0], pads)
 
 
-WEIGHT_GRADIENTS = ("xla", "band")
+ModuleDef = Any
+# `nn.Conv` with the band weight gradient. One module-level object, so that two models built
+# with it compare equal (the compiled train step is cached per model).
+BandConv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+# The convolution module of each `config.conv_weight_gradient` ("auto" is resolved first).
+CONV_MODULES: dict[str, ModuleDef] = {"xla": nn.Conv, "band": BandConv}
+WEIGHT_GRADIENTS = tuple(CONV_MODULES)
 
 
-def conv_general_dilated_for(weight_gradient: str):
-    """The `conv_general_dilated` to give `nn.Conv` for a weight-gradient formulation.
-
-    "xla": None (Flax's default, `lax.conv_general_dilated` and XLA's autodiff);
-    "band": this module's `conv_general_dilated`.
-    """
-    if weight_gradient == "xla":
-        return None
-    if weight_gradient == "band":
-        return conv_general_dilated
-    raise ValueError(
-        f"weight_gradient must be one of {WEIGHT_GRADIENTS}, got {weight_gradient!r}"
-    )
+def conv_module(weight_gradient: str) -> ModuleDef:
+    """The convolution `ModuleDef` for a weight-gradient formulation, "xla" or "band"."""
+    if weight_gradient not in CONV_MODULES:
+        raise ValueError(
+            f"weight_gradient must be one of {WEIGHT_GRADIENTS}, got {weight_gradient!r}"
+        )
+    return CONV_MODULES[weight_gradient]

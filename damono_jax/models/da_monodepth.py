@@ -19,9 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from damono_jax.models.conv import WEIGHT_GRADIENTS
+from damono_jax.models.conv import ModuleDef
 from damono_jax.models.decoders import (
-    UPSAMPLE_MODES,
     DepthDecoder,
     SemanticDecoder,
     SharedBlock,
@@ -30,14 +29,22 @@ from damono_jax.models.discriminator import PatchDiscriminator
 from damono_jax.models.grl import gradient_reversal
 from damono_jax.models.resnet import ResNet18Encoder
 
-VARIANTS = ("baseline", "seg", "full")
+# Rows of the paper's ablation (Tables 3/4): which optional heads the model has.
+VARIANTS: dict[str, dict[str, bool]] = {
+    "baseline": {"use_semantic": False, "use_domain_classifier": False},
+    "seg": {"use_semantic": True, "use_domain_classifier": False},
+    "full": {"use_semantic": True, "use_domain_classifier": True},
+}
 # Encoder features a domain classifier can read: 0 = relu(bn1(conv1)), 1-4 = layer1-layer4
 # (4 is the bottleneck, the paper's only alignment point).
 ALIGN_LEVELS = (0, 1, 2, 3, 4)
 BOTTLENECK_LEVEL = 4
+# Parameter subtree of the bottleneck classifier; other levels append "_<level>".
+DOMAIN_CLASSIFIER = "domain_classifier"
 SHARED_BLOCK_GRAD_MODES = ("mean", "sum")
 DEPTH_NET_PARTS = ("encoder", "shared_block", "depth_decoder")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Compute dtypes by config name; parameters are always float32.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Encoder stride: image sides must be multiples of this so every decoder skip lines up.
 INPUT_SIZE_MULTIPLE = 32
 
@@ -54,35 +61,9 @@ def _check_images(images: jax.Array, argument: str) -> None:
         )
 
 
-def _resolve_dtype(dtype: Any, key: str = "config.dtype") -> jnp.dtype:
-    """Accepts "float32" / "bfloat16" or a jnp dtype; raises ValueError naming `key`."""
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"{key}: {dtype!r} is not one of {tuple(_DTYPES)}")
-        return _DTYPES[dtype]
-    if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-        raise ValueError(f"{key}: {dtype!r} is not float32 or bfloat16")
-    return dtype
-
-
-def _model_config_value(model_config: Any, key: str) -> Any:
-    if key not in model_config:
-        raise KeyError(f"config.model.{key} is missing")
-    return model_config[key]
-
-
-def _check_weight_gradient(weight_gradient: Any) -> str:
-    if weight_gradient not in WEIGHT_GRADIENTS:
-        raise ValueError(
-            f"weight_gradient: {weight_gradient!r} is not one of {WEIGHT_GRADIENTS}"
-        )
-    return weight_gradient
-
-
-def _check_upsample_mode(mode: Any) -> str:
-    if mode not in UPSAMPLE_MODES:
-        raise ValueError(f"config.model.upsample_mode: {mode!r} is not one of {UPSAMPLE_MODES}")
-    return mode
+def _compute_dtype(dtype: Any) -> Any:
+    """A jnp dtype from a config name ("float32", "bfloat16") or a jnp dtype."""
+    return DTYPES[dtype] if isinstance(dtype, str) else dtype
 
 
 class DAMonodepth(nn.Module):
@@ -100,9 +81,9 @@ class DAMonodepth(nn.Module):
         and target statistics apart (`resnet.DomainBatchNorm`); the paper shares them.
       dtype: compute dtype (float32 or bfloat16); parameters are always float32, and the
         disparities and logits are returned in float32.
-      weight_gradient: how every convolution's weight gradient is computed, "xla" (XLA's
-        autodiff) or "band" (`damono_jax.models.conv`, faster on CPU); the forward pass and
-        the input gradients are the same either way.
+      conv: the convolution module of every layer, `nn.Conv` (XLA's autodiff) or
+        `conv.BandConv` (the band weight gradient, faster on CPU); the forward pass and the
+        input gradients are the same either way.
     """
 
     num_classes: int = 19
@@ -113,7 +94,7 @@ class DAMonodepth(nn.Module):
     align_levels: Sequence[int] = (BOTTLENECK_LEVEL,)
     domain_specific_bn: bool = False
     dtype: Any = jnp.float32
-    weight_gradient: str = "xla"
+    conv: ModuleDef = nn.Conv
 
     @classmethod
     def from_config(
@@ -121,7 +102,7 @@ class DAMonodepth(nn.Module):
         model_config: Any,
         variant: str,
         dtype: Any = "float32",
-        weight_gradient: str = "xla",
+        conv: ModuleDef = nn.Conv,
     ) -> "DAMonodepth":
         """Builds the model of one ablation row from `config.model`.
 
@@ -130,39 +111,18 @@ class DAMonodepth(nn.Module):
           variant: "baseline" (depth only), "seg" (+ semantic decoder) or "full"
             (+ semantic decoder, GRL and domain classifier); usually `config.variant`.
           dtype: compute dtype, "float32" / "bfloat16" (usually `config.dtype`) or a jnp dtype.
-          weight_gradient: "xla" or "band" (usually `train.resolve_weight_gradient(config)`).
+          conv: the convolution module (`conv.conv_module` of the resolved
+            `config.conv_weight_gradient`).
         """
-        if variant not in VARIANTS:
-            raise ValueError(f"config.variant: {variant!r} is not one of {VARIANTS}")
-        num_classes = _model_config_value(model_config, "num_classes")
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"config.model.num_classes: {num_classes!r} is not a positive int")
-        features = tuple(_model_config_value(model_config, "discriminator_features"))
-        if not features or any(
-            not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in features
-        ):
-            raise ValueError(
-                f"config.model.discriminator_features: {features!r} is not a non-empty "
-                "sequence of positive ints"
-            )
-        levels = tuple(model_config.get("align_levels", (BOTTLENECK_LEVEL,)))
-        if not levels or len(set(levels)) != len(levels) or any(
-            level not in ALIGN_LEVELS for level in levels
-        ):
-            raise ValueError(
-                f"config.model.align_levels: {levels!r} is not a non-empty tuple of distinct "
-                f"levels from {ALIGN_LEVELS}"
-            )
         return cls(
-            num_classes=num_classes,
-            upsample_mode=_check_upsample_mode(_model_config_value(model_config, "upsample_mode")),
-            use_semantic=variant in ("seg", "full"),
-            use_domain_classifier=variant == "full",
-            discriminator_features=features,
-            align_levels=tuple(sorted(levels)),
-            domain_specific_bn=bool(model_config.get("domain_specific_bn", False)),
-            dtype=_resolve_dtype(dtype),
-            weight_gradient=_check_weight_gradient(weight_gradient),
+            num_classes=model_config.num_classes,
+            upsample_mode=model_config.upsample_mode,
+            **VARIANTS[variant],
+            discriminator_features=tuple(model_config.discriminator_features),
+            align_levels=tuple(sorted(model_config.align_levels)),
+            domain_specific_bn=model_config.domain_specific_bn,
+            dtype=_compute_dtype(dtype),
+            conv=conv,
         )
 
     @nn.compact
@@ -215,7 +175,7 @@ class DAMonodepth(nn.Module):
         split_bn = self.domain_specific_bn and self.use_domain_classifier
         features = ResNet18Encoder(
             dtype=self.dtype,
-            weight_gradient=self.weight_gradient,
+            conv=self.conv,
             num_source=num_source if split_bn else None,
             name="encoder",
         )(images, train=train)
@@ -224,13 +184,13 @@ class DAMonodepth(nn.Module):
         x = SharedBlock(
             upsample_mode=self.upsample_mode,
             dtype=self.dtype,
-            weight_gradient=self.weight_gradient,
+            conv=self.conv,
             name="shared_block",
         )(source_features[4], source_features[3])
         disp = DepthDecoder(
             upsample_mode=self.upsample_mode,
             dtype=self.dtype,
-            weight_gradient=self.weight_gradient,
+            conv=self.conv,
             name="depth_decoder",
         )(x, source_features)
 
@@ -240,7 +200,7 @@ class DAMonodepth(nn.Module):
                 num_output_channels=self.num_classes,
                 upsample_mode=self.upsample_mode,
                 dtype=self.dtype,
-                weight_gradient=self.weight_gradient,
+                conv=self.conv,
                 name="semantic_decoder",
             )(x, source_features)
 
@@ -251,7 +211,7 @@ class DAMonodepth(nn.Module):
                 logits = PatchDiscriminator(
                     features=tuple(self.discriminator_features),
                     dtype=self.dtype,
-                    weight_gradient=self.weight_gradient,
+                    conv=self.conv,
                     name=domain_classifier_name(level),
                 )(gradient_reversal(features[level], grl_scale))
                 domain_logits[level] = {
@@ -266,7 +226,7 @@ class DAMonodepth(nn.Module):
 def domain_classifier_name(level: int) -> str:
     """Parameter subtree of the classifier on encoder feature `level` ("domain_classifier"
     for the bottleneck, as in the paper's model; "domain_classifier_<level>" otherwise)."""
-    return "domain_classifier" if level == BOTTLENECK_LEVEL else f"domain_classifier_{level}"
+    return DOMAIN_CLASSIFIER if level == BOTTLENECK_LEVEL else f"{DOMAIN_CLASSIFIER}_{level}"
 
 
 class DepthNet(nn.Module):
@@ -280,24 +240,31 @@ class DepthNet(nn.Module):
 
     upsample_mode: str = "bilinear"
     dtype: Any = jnp.float32
+    conv: ModuleDef = nn.Conv
 
     @classmethod
-    def from_config(cls, model_config: Any, dtype: Any = "float32") -> "DepthNet":
-        """Builds the inference network from `config.model` (upsample_mode) and a dtype."""
+    def from_config(
+        cls, model_config: Any, dtype: Any = "float32", conv: ModuleDef = nn.Conv
+    ) -> "DepthNet":
+        """Builds the inference network from `config.model` (upsample_mode), a dtype and the
+        convolution module."""
         return cls(
-            upsample_mode=_check_upsample_mode(_model_config_value(model_config, "upsample_mode")),
-            dtype=_resolve_dtype(dtype),
+            upsample_mode=model_config.upsample_mode, dtype=_compute_dtype(dtype), conv=conv
         )
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> list[jax.Array]:
         _check_images(images, "images")
-        features = ResNet18Encoder(dtype=self.dtype, name="encoder")(images, train=train)
-        x = SharedBlock(upsample_mode=self.upsample_mode, dtype=self.dtype, name="shared_block")(
-            features[4], features[3]
+        features = ResNet18Encoder(dtype=self.dtype, conv=self.conv, name="encoder")(
+            images, train=train
         )
+        x = SharedBlock(
+            upsample_mode=self.upsample_mode, dtype=self.dtype, conv=self.conv,
+            name="shared_block",
+        )(features[4], features[3])
         return DepthDecoder(
-            upsample_mode=self.upsample_mode, dtype=self.dtype, name="depth_decoder"
+            upsample_mode=self.upsample_mode, dtype=self.dtype, conv=self.conv,
+            name="depth_decoder",
         )(x, features)
 
 
@@ -341,10 +308,6 @@ def combine_shared_block_grads(grads: Mapping[str, Any], mode: str) -> dict[str,
       grads: gradients w.r.t. `variables["params"]` (top-level key "shared_block").
       mode: "mean" or "sum".
     """
-    if mode not in SHARED_BLOCK_GRAD_MODES:
-        raise ValueError(
-            f"config.model.shared_block_grad: {mode!r} is not one of {SHARED_BLOCK_GRAD_MODES}"
-        )
     if "shared_block" not in grads:
         raise KeyError(
             f"combine_shared_block_grads: no 'shared_block' in the gradient tree (keys "

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from damono_jax.models.conv import conv_general_dilated_for
+from damono_jax.models.conv import ModuleDef
 from damono_jax.models.upsample import upsample_bilinear
 
 DECODER_CHANNELS = (16, 32, 64, 128, 256)
@@ -57,23 +57,20 @@ def _torch_default_bias_init(fan_in: int) -> nn.initializers.Initializer:
 
 
 def reflection_conv3x3(
-    x: jax.Array, features: int, dtype: jnp.dtype, name: str, weight_gradient: str = "xla"
+    x: jax.Array, features: int, dtype: jnp.dtype, name: str, conv: ModuleDef = nn.Conv
 ) -> jax.Array:
     """Monodepth2's `Conv3x3`: reflection pad 1, then a 3x3 conv with bias.
 
     Must be called inside a compact method; the conv becomes the submodule `name` with
     params `kernel` (3, 3, C_in, features) and `bias`. Initialised like PyTorch's default
     (kaiming-uniform a=sqrt(5), i.e. U(+-1/sqrt(fan_in)) for the kernel and the bias), as
-    Monodepth2's decoder is. `weight_gradient` picks the backward formulation
-    (`damono_jax.models.conv`).
+    Monodepth2's decoder is. `conv` is the convolution module (`damono_jax.models.conv`).
     """
     fan_in = 9 * x.shape[-1]
     # Reflection-pad H and W, then convolve with one zero column on each side and drop the
-    # two extra output columns: the same numbers as a VALID conv of the padded map, but XLA:CPU
-    # runs a convolution whose output is as wide as its input faster (4.72 -> 3.86 s per
-    # profiled train step at 192x640; BENCHMARKS.md, section "Convolution weight gradients on
-    # CPU"). It costs 0.6% more FLOPs at 640 wide.
-    conv = nn.Conv(
+    # two extra output columns: the same numbers as a VALID conv of the padded map, in the
+    # form XLA:CPU runs fastest (an output as wide as the input), for two extra columns.
+    layer = conv(
         features,
         (3, 3),
         padding=((0, 0), (1, 1)),
@@ -81,10 +78,9 @@ def reflection_conv3x3(
         bias_init=_torch_default_bias_init(fan_in),
         dtype=dtype,
         param_dtype=jnp.float32,
-        conv_general_dilated=conv_general_dilated_for(weight_gradient),
         name=name,
     )
-    return conv(reflection_pad1(x))[:, :, 1:-1, :]
+    return layer(reflection_pad1(x))[:, :, 1:-1, :]
 
 
 class UpBlock(nn.Module):
@@ -93,13 +89,11 @@ class UpBlock(nn.Module):
     features: int
     upsample_mode: str = "bilinear"
     dtype: jnp.dtype = jnp.float32
-    weight_gradient: str = "xla"  # see damono_jax.models.conv
+    conv: ModuleDef = nn.Conv  # or conv.BandConv (damono_jax.models.conv)
 
     @nn.compact
     def __call__(self, x: jax.Array, skip: jax.Array | None) -> jax.Array:
-        conv = functools.partial(
-            reflection_conv3x3, dtype=self.dtype, weight_gradient=self.weight_gradient
-        )
+        conv = functools.partial(reflection_conv3x3, dtype=self.dtype, conv=self.conv)
         x = nn.elu(conv(x, self.features, name="conv_0"))
         x = upsample2x(x, self.upsample_mode)
         if skip is not None:
@@ -126,7 +120,7 @@ class MultiScaleDecoder(nn.Module):
     output_activation: str = "none"
     upsample_mode: str = "bilinear"
     dtype: jnp.dtype = jnp.float32
-    weight_gradient: str = "xla"  # see damono_jax.models.conv
+    conv: ModuleDef = nn.Conv  # or conv.BandConv (damono_jax.models.conv)
 
     @nn.compact
     def __call__(self, x: jax.Array, features: list[jax.Array]) -> list[jax.Array]:
@@ -143,11 +137,11 @@ class MultiScaleDecoder(nn.Module):
                 DECODER_CHANNELS[i],
                 self.upsample_mode,
                 dtype=self.dtype,
-                weight_gradient=self.weight_gradient,
+                conv=self.conv,
                 name=f"block_{i}",
             )(x, skip)
             y = reflection_conv3x3(
-                x, self.num_output_channels, self.dtype, f"output_conv_{i}", self.weight_gradient
+                x, self.num_output_channels, self.dtype, f"output_conv_{i}", self.conv
             )
             y = y.astype(jnp.float32)
             outputs[i] = jax.nn.sigmoid(y) if self.output_activation == "sigmoid" else y

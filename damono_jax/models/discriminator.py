@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from damono_jax.models.conv import conv_general_dilated_for
+from damono_jax.models.conv import ModuleDef
 
 # pix2pix initialises its discriminator with N(0, 0.02) weights and zero biases.
 _patchgan_init = nn.initializers.normal(stddev=0.02)
@@ -40,7 +40,7 @@ class PatchDiscriminator(nn.Module):
 
     features: Sequence[int] = (256, 128)
     dtype: jnp.dtype = jnp.float32
-    weight_gradient: str = "xla"  # see damono_jax.models.conv
+    conv: ModuleDef = nn.Conv  # or conv.BandConv (damono_jax.models.conv)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -51,7 +51,7 @@ class PatchDiscriminator(nn.Module):
             )
         x = x.astype(self.dtype)
         for index, width in enumerate(self.features):
-            x = nn.Conv(
+            x = self.conv(
                 int(width),
                 (3, 3),
                 strides=(2, 2),
@@ -60,11 +60,10 @@ class PatchDiscriminator(nn.Module):
                 bias_init=nn.initializers.zeros,
                 dtype=self.dtype,
                 param_dtype=jnp.float32,
-                conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
                 name=f"conv_{index}",
             )(x)
             x = nn.leaky_relu(x, LEAKY_RELU_SLOPE)
-        logits = nn.Conv(
+        logits = self.conv(
             1,
             (3, 3),
             strides=(1, 1),
@@ -73,7 +72,6 @@ class PatchDiscriminator(nn.Module):
             bias_init=nn.initializers.zeros,
             dtype=self.dtype,
             param_dtype=jnp.float32,
-            conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
             name="logits",
         )(x)
         return logits.astype(jnp.float32)

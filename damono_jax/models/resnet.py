@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from damono_jax.models.conv import conv_general_dilated_for
+from damono_jax.models.conv import ModuleDef
 
 # Monodepth2 normalises its [0, 1] input with these constants (not ImageNet's mean/std);
 # reproduced on purpose so that imported Monodepth2 weights see the inputs they were trained on.
@@ -93,12 +93,12 @@ class BasicBlock(nn.Module):
     features: int
     stride: int = 1
     dtype: jnp.dtype = jnp.float32
-    weight_gradient: str = "xla"  # see damono_jax.models.conv
+    conv: ModuleDef = nn.Conv  # or conv.BandConv (damono_jax.models.conv)
     num_source: int | None = None  # domain-specific BN statistics (DomainBatchNorm)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = lambda features, kernel, stride, pad, name: nn.Conv(  # noqa: E731
+        conv = lambda features, kernel, stride, pad, name: self.conv(  # noqa: E731
             features,
             (kernel, kernel),
             strides=(stride, stride),
@@ -107,7 +107,6 @@ class BasicBlock(nn.Module):
             kernel_init=_torchvision_conv_init,
             dtype=self.dtype,
             param_dtype=jnp.float32,
-            conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
             name=name,
         )
         norm = lambda name: _norm(train, self.num_source, self.dtype, name)  # noqa: E731
@@ -131,7 +130,7 @@ class ResNet18Encoder(nn.Module):
     """
 
     dtype: jnp.dtype = jnp.float32
-    weight_gradient: str = "xla"  # see damono_jax.models.conv
+    conv: ModuleDef = nn.Conv  # or conv.BandConv (damono_jax.models.conv)
     # When set, the batch is [source; target] with this many source images and every BatchNorm
     # keeps statistics per domain (DomainBatchNorm); None is torchvision's BatchNorm.
     num_source: int | None = None
@@ -140,7 +139,7 @@ class ResNet18Encoder(nn.Module):
     def __call__(self, images: jax.Array, train: bool = False) -> list[jax.Array]:
         x = (images.astype(jnp.float32) - MONODEPTH2_INPUT_MEAN) / MONODEPTH2_INPUT_STD
         x = x.astype(self.dtype)
-        x = nn.Conv(
+        x = self.conv(
             64,
             (7, 7),
             strides=(2, 2),
@@ -149,7 +148,6 @@ class ResNet18Encoder(nn.Module):
             kernel_init=_torchvision_conv_init,
             dtype=self.dtype,
             param_dtype=jnp.float32,
-            conv_general_dilated=conv_general_dilated_for(self.weight_gradient),
             name="conv1",
         )(x)
         x = _norm(train, self.num_source, self.dtype, "bn1")(x)
@@ -165,7 +163,7 @@ class ResNet18Encoder(nn.Module):
                     width,
                     stride,
                     dtype=self.dtype,
-                    weight_gradient=self.weight_gradient,
+                    conv=self.conv,
                     num_source=self.num_source,
                     name=f"layer{stage + 1}_{block}",
                 )(x, train)

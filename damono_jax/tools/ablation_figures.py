@@ -9,10 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from damono_jax import evaluation  # noqa: E402
+from damono_jax import evaluation, files
 
 CAP = 80.0
 
@@ -92,11 +92,7 @@ def median_scaled_depth(scaled_disparity: np.ndarray, gt: np.ndarray) -> np.ndar
 
 def _save(figure: plt.Figure, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp.png"
     try:
-        figure.savefig(temporary)
-        os.replace(temporary, path)
+        files.atomic_write(path, figure.savefig)
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)

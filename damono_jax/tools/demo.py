@@ -47,9 +47,9 @@ def _done(start: float) -> None:
 
 def write_sample_images(config, data_dir: str, output_dir: str, count: int) -> list[str]:
     """Writes the first `count` target test images as PNG files; returns their paths."""
-    import tensorflow_datasets as tfds  # noqa: PLC0415
+    import tensorflow_datasets as tfds
 
-    import data_prep  # noqa: F401, PLC0415 (registers the builders)
+    import data_prep  # noqa: F401 (registers the builders)
 
     os.makedirs(output_dir, exist_ok=True)
     dataset = tfds.builder(config.data.eval, data_dir=data_dir).as_dataset(split="test")
@@ -67,9 +67,9 @@ def expected_split_sizes(
 ) -> dict[str, int]:
     """Examples per split that `build_dataset(name, data_dir, max_examples_per_split=...)`
     writes: the builder config's `split_sizes`, each capped at `max_examples_per_split`."""
-    import tensorflow_datasets as tfds  # noqa: PLC0415
+    import tensorflow_datasets as tfds
 
-    import data_prep  # noqa: F401, PLC0415 (registers the builders)
+    import data_prep  # noqa: F401 (registers the builders)
 
     builder_config = tfds.builder(name, data_dir=data_dir).builder_config
     sizes = getattr(builder_config, "split_sizes", None)
@@ -91,7 +91,7 @@ def build_demo_dataset(
     Raises ValueError naming the dataset folder when it already holds a build whose split
     sizes differ from what `max_examples_per_split` asks for (TFDS would reuse it as is).
     """
-    from data_prep import build  # noqa: PLC0415
+    from data_prep import build
 
     summary = build.build_dataset(name, data_dir, max_examples_per_split=max_examples_per_split)
     expected = expected_split_sizes(name, data_dir, max_examples_per_split)
@@ -113,7 +113,9 @@ def run_demo(
 
     `max_examples_per_split` caps every split of both datasets (None = full builds).
     """
-    from damono_jax import evaluate, predict, train  # noqa: PLC0415
+    from damono_jax import evaluate, predict
+    from damono_jax.inference import checkpoint as checkpoint_serving
+    from damono_jax.train import loop
 
     if max_examples_per_split is not None and max_examples_per_split < 1:
         raise ValueError(
@@ -138,12 +140,12 @@ def run_demo(
     start = _step(2, f"Train the '{config.variant}' model ({config.num_train_steps} steps)",
                   f"python -m damono_jax.main --config=configs/synthetic.py:{config.variant} "
                   f"--workdir={train_dir} --config.data.data_dir={data_dir}")
-    train.train_and_evaluate(config, train_dir)
+    loop.train_and_evaluate(config, train_dir)
     _done(start)
 
     start = _step(3, "Export the inference model (encoder + depth decoder)",
                   f"python -m damono_jax.main --mode=export --config=... --workdir={train_dir}")
-    export_dir = train.export_checkpoint(config, train_dir)
+    export_dir = checkpoint_serving.export_checkpoint(config, train_dir)
     _done(start)
 
     eval_dir = os.path.join(workdir, "eval_target_test")
@@ -181,7 +183,7 @@ def run_demo(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
     run_demo(FLAGS.config, FLAGS.workdir, FLAGS.num_predict_images,

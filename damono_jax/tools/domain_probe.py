@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from damono_jax import export
+from damono_jax.inference import model as inference_model
 from damono_jax.models.resnet import ResNet18Encoder
 from damono_jax.tools import markdown
 
@@ -79,9 +79,9 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 def probe_export(export_dir: str, data_dir: str, source: str, target: str) -> list[float]:
     """Per level, the probe's test accuracy for one export."""
-    from damono_jax import input_pipeline  # noqa: PLC0415
+    from damono_jax import input_pipeline
 
-    model = export.load_export(export_dir)
+    model = inference_model.load_export(export_dir)
     features = {}
     for split in ("val", "test"):
         per_domain = [

@@ -7,10 +7,11 @@ BENCHMARKS.md, docs/ablation_synthetic.md): only the text between its markers is
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from damono_jax import files
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -55,14 +56,4 @@ def write_markdown_section(path: str | os.PathLike[str], section_id: str, body: 
             f"{path}: section markers for {section_id!r} are unbalanced "
             f"({begin_count} begin, {end_count} end); fix the file by hand"
         )
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as tmp:
-        tmp_path = Path(tmp.name)
-        try:
-            tmp.write(new_text)
-        except BaseException:
-            tmp.close()
-            tmp_path.unlink()
-            raise
-    os.replace(tmp_path, path)
+    files.atomic_write_text(path, new_text)

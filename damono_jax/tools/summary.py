@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from damono_jax import config_utils
 from damono_jax.models import DAMonodepth, DepthNet
 
 PARTS = ("encoder", "shared_block", "depth_decoder", "semantic_decoder", "domain_classifier")
@@ -73,6 +74,7 @@ def main(argv: Sequence[str]) -> None:
     config = flags.FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/default.py")
+    config_utils.validate(config, mode="export")  # the entry point validates, once
     print(format_table(parameter_counts(config), config.variant))
 
 

@@ -1,6 +1,6 @@
 """Cityscapes on disk: frame discovery, camera files, disparity -> depth, and the row crop.
 
-Layout (shared/reference/datasets.md §3), relative to the TFDS `manual_dir`, from the
+Layout, relative to the TFDS `manual_dir`, from the
 extracted `leftImg8bit_trainvaltest.zip`, `disparity_trainvaltest.zip`,
 `camera_trainvaltest.zip` and `gtFine_trainvaltest.zip`:
 

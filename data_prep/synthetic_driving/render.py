@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_prep.synthetic_driving import appearance, world
+from data_prep.synthetic_driving import appearance, scenes, world
 
 DOMAINS = ("source", "target")
 
@@ -14,7 +14,7 @@ def appearance_rng(seed: int, split: str, index: int, domain: str) -> np.random.
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     # scene_rng validates split, seed and index; its stream number is 0, ours 1 + domain.
-    world.scene_rng(seed, split, index)
+    scenes.scene_rng(seed, split, index)
     return np.random.default_rng(
         [seed, world.SPLIT_CODES[split], index, 1 + DOMAINS.index(domain)]
     )
@@ -35,7 +35,7 @@ def render_example(domain: str, seed: int, split: str, index: int, height: int,
     (seed, split, index, size), so the two domains render the same scenes.
     """
     camera = world.Camera.kitti_like(height, width)
-    scene = world.sample_scene(world.scene_rng(seed, split, index))
+    scene = scenes.sample_scene(scenes.scene_rng(seed, split, index))
     geometry = world.render_geometry(scene, camera)
     rng = appearance_rng(seed, split, index, domain)
     if domain == "source":

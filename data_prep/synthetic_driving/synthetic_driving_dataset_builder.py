@@ -35,9 +35,8 @@ Example i of split s is a pure function of (seed, s, i).
 """
 
 # The first examples of a split are rendered in the builder's process; the rest by a pool of
-# one worker process per available CPU (rendering is pure numpy, ~14 ms per source and
-# ~32 ms per target frame at 96x320 on one core). Small builds, such as the tests'
-# `max_examples_per_split` builds, so never pay the workers' start-up (~1.5 s).
+# one worker process per available CPU (rendering is pure numpy). Small builds, such as the
+# tests' `max_examples_per_split` builds, so never pay the workers' start-up.
 SERIAL_EXAMPLES = 64
 RENDER_CHUNK_SIZE = 8
 

@@ -1,6 +1,6 @@
 """Virtual KITTI 1.3.1 and 2.0.3 on disk: frame discovery, text files, depth and labels.
 
-Layouts (shared/reference/datasets.md §2), relative to the TFDS `manual_dir`:
+Layouts, relative to the TFDS `manual_dir`:
 
 v1 (1.3.1), the extracted `vkitti_1.3.1_{rgb,depthgt,scenegt}.tar`:
     vkitti_1.3.1_rgb/<world>/<variation>/%05d.png          8-bit RGB

@@ -7,15 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from damono_jax import checkpointing, train
+from damono_jax import checkpointing
+from damono_jax.train import state as state_lib
 
 
-def _state(seed: int) -> train.TrainState:
+def _state(seed: int) -> state_lib.TrainState:
     params = {
         "encoder": {"kernel": jnp.full((3, 2), float(seed))},
         "domain_classifier": {"bias": jnp.arange(4.0) + seed},
     }
-    return train.TrainState.create(
+    return state_lib.TrainState.create(
         apply_fn=lambda *a, **k: None,
         params=params,
         tx=optax.adam(1e-3),

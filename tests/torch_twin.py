@@ -37,19 +37,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ENCODER_CHANNELS = (64, 64, 128, 256, 512)
-DECODER_CHANNELS = (16, 32, 64, 128, 256)
-NUM_SCALES = 4
-MONODEPTH2_INPUT_MEAN = 0.45
-MONODEPTH2_INPUT_STD = 0.225
+from damono_jax.labels import IGNORE_LABEL
+from damono_jax.losses import DISP_NORM_EPS, SSIM_C1, SSIM_C2
+from damono_jax.models.da_monodepth import VARIANTS
+from damono_jax.models.decoders import DECODER_CHANNELS, NUM_SCALES, UPSAMPLE_MODES
+from damono_jax.models.discriminator import LEAKY_RELU_SLOPE
+from damono_jax.models.resnet import (
+    ENCODER_CHANNELS,
+    MONODEPTH2_INPUT_MEAN,
+    MONODEPTH2_INPUT_STD,
+)
+
 BN_MOMENTUM = 0.1  # PyTorch convention; Flax momentum 0.9
-BN_EPSILON = 1e-5
-LEAKY_RELU_SLOPE = 0.2
-IGNORE_LABEL = 255
-SSIM_C1 = 0.01**2
-SSIM_C2 = 0.03**2
-DISP_NORM_EPS = 1e-7
-UPSAMPLE_MODES = ("bilinear", "nearest")
+BN_EPSILON = 1e-5  # torchvision's, as models.resnet
+
 
 
 # ---------------------------------------------------------------------------- layers
@@ -244,15 +245,11 @@ class TwinDAMonodepth(nn.Module):
 
     @classmethod
     def from_config(cls, config: Any) -> TwinDAMonodepth:
-        """Builds the twin of `config.variant` from `config.model` (like `train.create_model`)."""
-        variants = ("baseline", "seg", "full")
-        if config.variant not in variants:
-            raise ValueError(f"config.variant: {config.variant!r} is not one of {variants}")
+        """Builds the twin of `config.variant` from `config.model` (like `state.create_model`)."""
         return cls(
             num_classes=config.model.num_classes,
             upsample_mode=config.model.upsample_mode,
-            use_semantic=config.variant in ("seg", "full"),
-            use_domain_classifier=config.variant == "full",
+            **VARIANTS[config.variant],
             discriminator_features=tuple(config.model.discriminator_features),
         )
 
@@ -572,7 +569,7 @@ def nhwc_batch_to_torch(
 class TwinTrainer:
     """The twin's train step: forward, loss, backward, shared-block gradient mean, Adam.
 
-    Mirrors `damono_jax.train.train_step` with a constant learning rate (`config.optim
+    Mirrors `damono_jax.train.step.train_step` with a constant learning rate (`config.optim
     .learning_rate`; the step decay only matters after 3/4 of training). With `compile=True`
     the forward + loss function goes through `torch.compile`; the backward pass is then
     AOT-compiled by the same call. `autocast_dtype` (e.g. torch.bfloat16) runs the

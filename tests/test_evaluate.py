@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from damono_jax import evaluate, evaluation, export, input_pipeline
+from damono_jax.inference import model as inference_model
 from tests import helpers
 
 INPUT_SIZE = (64, 96)
@@ -56,9 +57,8 @@ def test_evaluate_export_writes_the_table_json_and_csv(data_dir, export_dir, tmp
     assert f"gt={DATASET}/test | images={NUM_EXAMPLES}" in printed
 
     # Independent scoring of the same predictions with evaluation.evaluate.
-    model = export.load_export(export_dir)
-    config = input_pipeline.eval_config(data_dir, DATASET, "test", INPUT_SIZE)
-    examples = list(input_pipeline.create_eval_dataset(config, "test"))
+    model = inference_model.load_export(export_dir)
+    examples = list(input_pipeline.create_eval_dataset(data_dir, DATASET, "test", INPUT_SIZE))
     images = np.zeros((4, *INPUT_SIZE, 3), np.float32)  # batch 2 twice: no new compilation
     images[:NUM_EXAMPLES] = [example["image"] for example in examples]
     disps = [*model.predict_scaled_disparity(images[:2]), *model.predict_scaled_disparity(
@@ -68,7 +68,8 @@ def test_evaluate_export_writes_the_table_json_and_csv(data_dir, export_dir, tmp
     assert record["num_images"] == NUM_EXAMPLES and set(record["results"]) == {"80", "50"}
     assert [entry["name"] for entry in record["per_image"]] == [e["name"] for e in examples]
     for cap in (80, 50):
-        expected = evaluation.evaluate(gts, disps, cap=cap, crop="garg", scaling="median")
+        # Not KITTI, so no Garg crop by default (evaluation.default_protocol).
+        expected = evaluation.evaluate(gts, disps, cap=cap, crop="none", scaling="median")
         for name in evaluation.METRIC_NAMES:
             assert record["results"][str(cap)][name] == pytest.approx(expected[name], rel=1e-5)
         assert record["results"][str(cap)]["ratio_median"] == pytest.approx(
@@ -93,9 +94,11 @@ def test_protocol_overrides_and_max_examples(data_dir, export_dir, tmp_path, cap
     assert "gt > 0 (no cap)" in capsys.readouterr().out
 
 
-def test_default_protocol_per_split():
-    assert evaluate.default_protocol("test") == ((80, 50), "garg")
-    assert evaluate.default_protocol("eigen_benchmark") == ((None,), "none")
+def test_default_protocol_per_dataset_and_split():
+    assert evaluation.default_protocol("kitti_eigen", "test") == ((80, 50), "garg")
+    assert evaluation.default_protocol("kitti_eigen/stereo", "val") == ((80, 50), "garg")
+    assert evaluation.default_protocol("kitti_eigen", "eigen_benchmark") == ((None,), "none")
+    assert evaluation.default_protocol("synthetic_driving/target", "test") == ((80, 50), "none")
     assert "annotated" in evaluate.gt_description("kitti_eigen", "eigen_benchmark")
     assert "LiDAR" in evaluate.gt_description("kitti_eigen", "test")
 

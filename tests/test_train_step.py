@@ -1,11 +1,10 @@
-"""Train step, optimiser, GRL, NaN handling and the training loop on tiny in-memory batches.
+"""damono_jax.train.step: the jitted step on tiny in-memory batches (GRL, loss going down,
+4 devices vs 1, bfloat16), and the batches and configs the other train tests share.
 
-The real DAMonodepth at 64x64 is used throughout. `train` caches its jitted functions per
-(config, model, mesh), so the loop tests reuse the step compiled by the first test.
+The real DAMonodepth at 64x64 is used throughout. `step` caches its jitted function per
+(config, model, mesh), so the tests of one process reuse the step compiled by the first.
 """
 
-import glob
-import math
 import os
 import subprocess
 import sys
@@ -14,11 +13,12 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from configs import synthetic
-from damono_jax import checkpointing, losses, models, schedules, train
+from damono_jax import losses, models
+from damono_jax.train import state as state_lib
+from damono_jax.train import step as step_lib
 from tests.helpers import fast_compilation  # noqa: F401 (autouse fixture)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,87 +97,14 @@ def in_memory_eval(config):
 # -------------------------------------------------------------------------- no-model units
 
 
-def test_grl_schedule_values():
-    config = tiny_config(num_train_steps=100)
-    schedule = schedules.create_grl_schedule(config)
-    assert float(schedule(0)) == 0.0
-    expected_half = 2.0 / (1.0 + math.exp(-5.0)) - 1.0
-    np.testing.assert_allclose(float(schedule(50)), expected_half, rtol=1e-6)
-    np.testing.assert_allclose(float(schedule(100)), 2.0 / (1.0 + math.exp(-10.0)) - 1.0,
-                               rtol=1e-6)
-    np.testing.assert_allclose(float(schedule(1000)), float(schedule(100)), rtol=1e-6)
-    config.grl.schedule = "constant"
-    config.grl.max_scale = 0.3
-    constant = schedules.create_grl_schedule(config)
-    assert float(constant(0)) == pytest.approx(0.3) and float(constant(99)) == pytest.approx(0.3)
-
-
-def test_learning_rate_step_decay_at_three_quarters():
-    config = tiny_config(num_train_steps=100)
-    _, lr = train.create_optimizer(config)
-    assert float(lr(0)) == pytest.approx(1e-4)
-    assert float(lr(74)) == pytest.approx(1e-4)
-    assert float(lr(75)) == pytest.approx(1e-5)
-    assert float(lr(99)) == pytest.approx(1e-5)
-
-
-def test_separate_discriminator_lr_and_clipping():
-    config = tiny_config(**{"optim.discriminator_learning_rate": 1e-2,
-                            "optim.grad_clip_norm": 1.0})
-    tx, _ = train.create_optimizer(config)
-    params = {"encoder": {"w": jnp.zeros(3)}, "domain_classifier": {"w": jnp.zeros(3)}}
-    grads = {"encoder": {"w": jnp.array([10.0, -10.0, 10.0])},
-             "domain_classifier": {"w": jnp.array([10.0, 10.0, -10.0])}}
-    updates, _ = tx.update(grads, tx.init(params), params)
-    # Adam's first step moves every coordinate by -lr * sign(g) (clipping keeps the signs).
-    np.testing.assert_allclose(updates["encoder"]["w"], [-1e-4, 1e-4, -1e-4], rtol=1e-3)
-    np.testing.assert_allclose(updates["domain_classifier"]["w"], [-1e-2, -1e-2, 1e-2],
-                               rtol=1e-3)
-    clipped = optax.clip_by_global_norm(1.0).update(grads, None)[0]
-    assert float(optax.tree.norm(clipped)) == pytest.approx(1.0, rel=1e-5)
-
-
 def test_first_nonfinite_term_message():
     terms = {"depth": np.float32(1.0), "seg": np.float32(np.inf), "adv": np.float32(np.nan),
              "total": np.float32(np.nan)}
-    assert train.first_nonfinite_term(37, terms) == "step 37: loss term 'seg' is inf"
+    assert step_lib.first_nonfinite_term(37, terms) == "step 37: loss term 'seg' is inf"
     terms["depth"] = np.float32(np.nan)
-    assert train.first_nonfinite_term(37, terms) == "step 37: loss term 'depth' is nan"
-    finite = {name: np.float32(0.5) for name in train.CHECKED_TERMS}
-    assert train.first_nonfinite_term(1, finite) is None
-
-
-def test_collapse_monitor_warns_after_patience():
-    monitor = train.CollapseMonitor(patience_steps=30, log_every_steps=10)  # 3 logged steps
-    monitor.update(10, adv_loss=0.2, acc_source=1.0, acc_target=0.995)
-    monitor.update(20, adv_loss=0.2, acc_source=1.0, acc_target=0.995)
-    assert monitor.warnings == []
-    monitor.update(30, adv_loss=0.2, acc_source=1.0, acc_target=0.995)
-    assert len(monitor.warnings) == 1 and "step 30: GRL collapse" in monitor.warnings[0]
-    monitor.update(40, adv_loss=0.2, acc_source=1.0, acc_target=1.0)  # same streak: no repeat
-    assert len(monitor.warnings) == 1
-    for step in (50, 60, 70):
-        monitor.update(step, adv_loss=math.log(2) + 0.005, acc_source=0.5, acc_target=0.5)
-    assert len(monitor.warnings) == 2 and "ln 2" in monitor.warnings[1]
-    monitor.update(80, adv_loss=0.5, acc_source=0.7, acc_target=0.6)
-    monitor.update(90, adv_loss=math.log(2), acc_source=0.5, acc_target=0.5)
-    assert len(monitor.warnings) == 2  # the streak was broken at step 80
-
-
-def test_depth_collapse_monitor_warns_after_patience_and_names_the_fix():
-    monitor = train.DepthCollapseMonitor(patience_steps=20, log_every_steps=10)  # 2 logged steps
-    monitor.update(10, disp_std=0.05, min_depth=0.1, learning_rate=3e-4)
-    monitor.update(20, disp_std=0.0, min_depth=0.1, learning_rate=3e-4)
-    assert monitor.warnings == []
-    monitor.update(30, disp_std=2e-6, min_depth=0.1, learning_rate=3e-4)
-    assert len(monitor.warnings) == 1
-    assert monitor.warnings[0].startswith(
-        "step 30: depth collapse: the disparity output is constant"
-    )
-    assert "config.model.min_depth (now 0.1 m" in monitor.warnings[0]
-    assert "config.optim.learning_rate (now 0.0003)" in monitor.warnings[0]
-    monitor.update(40, disp_std=0.0, min_depth=0.1, learning_rate=3e-4)  # same streak
-    assert len(monitor.warnings) == 1
+    assert step_lib.first_nonfinite_term(37, terms) == "step 37: loss term 'depth' is nan"
+    finite = {name: np.float32(0.5) for name in step_lib.CHECKED_TERMS}
+    assert step_lib.first_nonfinite_term(1, finite) is None
 
 
 # ----------------------------------------------------------------------------- with the model
@@ -186,15 +113,15 @@ def test_depth_collapse_monitor_warns_after_patience_and_names_the_fix():
 @pytest.fixture(scope="module")
 def full_setup():
     config = tiny_config("full", num_train_steps=6)
-    model = train.create_model(config)
-    mesh = train.create_mesh()
-    step_fn = train.make_train_step(config, model, mesh)
+    model = state_lib.create_model(config)
+    mesh = state_lib.create_mesh()
+    step_fn = step_lib.make_train_step(config, model, mesh)
     return config, model, mesh, step_fn
 
 
 def test_grl_reverses_domain_gradient_into_encoder(monkeypatch):
     config = tiny_config("full")
-    model = train.create_model(config)
+    model = state_lib.create_model(config)
     batch = make_batch(0, batch=1)
     variables = jax.jit(
         lambda rng: model.init(rng, batch["source_image"], batch["target_image"],
@@ -234,43 +161,16 @@ def test_grl_reverses_domain_gradient_into_encoder(monkeypatch):
 
 def test_short_run_lowers_the_loss(full_setup):
     config, model, mesh, step_fn = full_setup
-    state = train.create_train_state(config, model, mesh)
-    batch = train.shard_batch(make_batch(0), mesh)
+    state = state_lib.create_train_state(config, model, mesh)
+    batch = step_lib.shard_batch(make_batch(0), mesh)
     totals = []
     for step in range(8):
         state, _, terms = step_fn(state, batch, np.float32(0.1 * step))
         totals.append(float(terms["total"]))
         assert 0.0 < float(terms["disp_std"]) < 0.5  # sigmoid spread: neither constant nor absurd
-        assert train.first_nonfinite_term(step + 1, jax.device_get(terms)) is None
+        assert step_lib.first_nonfinite_term(step + 1, jax.device_get(terms)) is None
     assert int(state.step) == 8
     assert totals[-1] < 0.8 * totals[0], totals
-
-
-def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint(
-    tmp_path, full_setup
-):
-    """NaN input at step 5 stops the run naming step and term; checkpoint 4 stays the newest
-    and the restart resumes there and completes. (Bit-identity of a resumed run with an
-    uninterrupted one is checked end to end in test_main.test_resume_after_sigkill.)"""
-    config = full_setup[0]
-    workdir = str(tmp_path / "run")
-    with pytest.raises(train.NonFiniteLossError, match=r"^step 5: loss term 'depth' is nan"):
-        train.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(5),
-                                 eval_dataset_fn=in_memory_eval)
-    with checkpointing.TrainCheckpointer(workdir, keep=3) as checkpointer:
-        assert checkpointer.all_steps() == [2, 4]
-    resumed = train.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(),
-                                       eval_dataset_fn=in_memory_eval)
-    assert int(resumed.step) == 6
-    with checkpointing.TrainCheckpointer(workdir, keep=3) as checkpointer:
-        assert checkpointer.all_steps() == [2, 4, 6]
-        restored = checkpointer.restore_latest(checkpointing.abstract_like(resumed))
-    assert restored.meta["data_position"] == 6 and restored.meta["step"] == 6
-    assert restored.meta["config"]["variant"] == "full"
-    for a, b in zip(jax.tree.leaves(restored.state), jax.tree.leaves(resumed), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(resumed.params))
-    assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize("variant", ["seg", "full"])
@@ -288,18 +188,18 @@ def test_four_devices_match_one_device(variant):
     script = textwrap.dedent("""
         import numpy as np, jax, optax
         assert jax.device_count() == 4, jax.devices()
-        from tests.test_train import tiny_config, make_batch
-        from damono_jax import train
+        from tests.test_train_step import tiny_config, make_batch
+        from damono_jax.train import state as state_lib, step as step_lib
         config = tiny_config(VARIANT)
         config.batch_size = 4
-        model = train.create_model(config)
+        model = state_lib.create_model(config)
         batch = make_batch(0, batch=4)
         results = []
         for devices in (jax.devices()[:1], jax.devices()):
-            mesh = train.create_mesh(devices)
-            state = train.create_train_state(config, model, mesh)
-            step_fn = train.make_train_step(config, model, mesh)
-            state, _, terms = step_fn(state, train.shard_batch(batch, mesh), np.float32(0.7))
+            mesh = state_lib.create_mesh(devices)
+            state = state_lib.create_train_state(config, model, mesh)
+            step_fn = step_lib.make_train_step(config, model, mesh)
+            state, _, terms = step_fn(state, step_lib.shard_batch(batch, mesh), np.float32(0.7))
             assert len(state.params["encoder"]["conv1"]["kernel"].sharding.device_set) == \\
                 len(devices)
             mu = optax.tree_utils.tree_get(state.opt_state, "mu")
@@ -329,13 +229,32 @@ def test_four_devices_match_one_device(variant):
 
 def test_bfloat16_compute_keeps_float32_params():
     config = tiny_config("baseline", dtype="bfloat16")
-    model = train.create_model(config)
+    model = state_lib.create_model(config)
     assert model.dtype == jnp.bfloat16
-    mesh = train.create_mesh()
-    state = train.create_train_state(config, model, mesh)
-    state, _, terms = train.make_train_step(config, model, mesh)(
-        state, train.shard_batch(make_batch(0), mesh), np.float32(0.0))
+    mesh = state_lib.create_mesh()
+    state = state_lib.create_train_state(config, model, mesh)
+    state, _, terms = step_lib.make_train_step(config, model, mesh)(
+        state, step_lib.shard_batch(make_batch(0), mesh), np.float32(0.0))
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
     assert terms["depth"].dtype == jnp.float32
-    assert train.first_nonfinite_term(1, jax.device_get(terms)) is None
+    assert step_lib.first_nonfinite_term(1, jax.device_get(terms)) is None
     assert float(terms["seg"]) == 0.0 and float(terms["adv"]) == 0.0  # baseline: depth only
+
+
+def test_step_models_and_losses_import_without_tensorflow_tfds_clu_and_torch():
+    """The GPU machine has jax, flax, optax and orbax only: `train.step` (with `train.state`),
+    `models`, `losses` and the export loader must import there. A fresh process where the
+    other libraries' imports fail."""
+    script = textwrap.dedent("""
+        import sys
+        for name in ("tensorflow", "tensorflow_datasets", "clu", "torch", "cityscapesscripts",
+                     "dm_pix", "matplotlib"):
+            sys.modules[name] = None
+        import damono_jax.inference.model, damono_jax.losses, damono_jax.models
+        import damono_jax.train.step
+        print(damono_jax.train.step.make_train_step.__name__)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "make_train_step"

@@ -1,0 +1,40 @@
+"""damono_jax.train.loop: NaN stops a run, the restart resumes from the last good checkpoint."""
+
+import glob
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from damono_jax import checkpointing
+from damono_jax.train import loop
+from tests.helpers import fast_compilation  # noqa: F401 (autouse fixture)
+from tests.test_train_step import in_memory_eval, in_memory_iterator, tiny_config
+
+
+def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint(
+    tmp_path
+):
+    """NaN input at step 5 stops the run naming step and term; checkpoint 4 stays the newest
+    and the restart resumes there and completes. (Bit-identity of a resumed run with an
+    uninterrupted one is checked end to end in test_main.test_resume_after_sigkill.)"""
+    config = tiny_config("full", num_train_steps=6)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(loop.NonFiniteLossError, match=r"^step 5: loss term 'depth' is nan"):
+        loop.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(5),
+                                 eval_dataset_fn=in_memory_eval)
+    with checkpointing.TrainCheckpointer(workdir, keep=3) as checkpointer:
+        assert checkpointer.all_steps() == [2, 4]
+    resumed = loop.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(),
+                                       eval_dataset_fn=in_memory_eval)
+    assert int(resumed.step) == 6
+    with checkpointing.TrainCheckpointer(workdir, keep=3) as checkpointer:
+        assert checkpointer.all_steps() == [2, 4, 6]
+        restored = checkpointer.restore_latest(checkpointing.abstract_like(resumed))
+    assert restored.meta["data_position"] == 6 and restored.meta["step"] == 6
+    assert restored.meta["config"]["variant"] == "full"
+    for a, b in zip(jax.tree.leaves(restored.state), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(resumed.params))
+    assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))

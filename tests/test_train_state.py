@@ -1,0 +1,51 @@
+"""damono_jax.train.state: the optimiser, and the abstract state that restores need."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from damono_jax.train import state as state_lib
+from tests.test_train_step import tiny_config
+
+
+def test_learning_rate_step_decay_at_three_quarters():
+    config = tiny_config(num_train_steps=100)
+    _, lr = state_lib.create_optimizer(config)
+    assert float(lr(0)) == pytest.approx(1e-4)
+    assert float(lr(74)) == pytest.approx(1e-4)
+    assert float(lr(75)) == pytest.approx(1e-5)
+    assert float(lr(99)) == pytest.approx(1e-5)
+
+
+def test_separate_discriminator_lr_and_clipping():
+    config = tiny_config(**{"optim.discriminator_learning_rate": 1e-2,
+                            "optim.grad_clip_norm": 1.0})
+    tx, _ = state_lib.create_optimizer(config)
+    params = {"encoder": {"w": jnp.zeros(3)}, "domain_classifier": {"w": jnp.zeros(3)}}
+    grads = {"encoder": {"w": jnp.array([10.0, -10.0, 10.0])},
+             "domain_classifier": {"w": jnp.array([10.0, 10.0, -10.0])}}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # Adam's first step moves every coordinate by -lr * sign(g) (clipping keeps the signs).
+    np.testing.assert_allclose(updates["encoder"]["w"], [-1e-4, 1e-4, -1e-4], rtol=1e-3)
+    np.testing.assert_allclose(updates["domain_classifier"]["w"], [-1e-2, -1e-2, 1e-2],
+                               rtol=1e-3)
+    clipped = optax.clip_by_global_norm(1.0).update(grads, None)[0]
+    assert float(optax.tree.norm(clipped)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_abstract_state_has_the_initialised_state_shapes_and_reads_no_encoder_file():
+    config = tiny_config("full", **{"model.encoder_init": "/nonexistent/resnet18.pth"})
+    model = state_lib.create_model(config)
+    mesh = state_lib.create_mesh()
+    abstract = state_lib.abstract_train_state(config, model, mesh)
+    config.model.encoder_init = "scratch"
+    concrete = state_lib.create_train_state(config, model, mesh)
+    abstract_leaves = jax.tree_util.tree_leaves_with_path(abstract)
+    concrete_leaves = jax.tree_util.tree_leaves_with_path(concrete)
+    assert len(abstract_leaves) == len(concrete_leaves) > 100
+    for (path_a, a), (path_c, c) in zip(abstract_leaves, concrete_leaves, strict=True):
+        assert path_a == path_c
+        assert isinstance(a, jax.ShapeDtypeStruct)
+        assert (a.shape, a.dtype, a.sharding) == (c.shape, c.dtype, c.sharding), path_a

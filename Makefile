@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 DEMO_DIR ?= demo_output
 ABLATION_DIR ?= ablation_output
 
-.PHONY: setup test lint demo ablation ablation-long clean
+.PHONY: setup test lint demo ablation ablation-long gpu-wheels gpu-bench clean
 comma := ,
 
 $(RUNTIME_STAMP): pyproject.toml
@@ -48,6 +48,19 @@ ablation-long: $(RUNTIME_STAMP)
 		--config.checkpoint_every_steps=100 --config.image_log_every_steps=1000 \
 		--variants=baseline,seg,full --seeds=0 --workdir=$(ABLATION_DIR)_long \
 		--data_dir=$(ABLATION_DIR)/data --output=docs/ablation_synthetic.md --section=long
+
+# The GPU check (BENCHMARKS.md, "GPU check"): `make gpu-wheels` here fetches the one wheel the
+# GPU machine lacks into .whl/ (80 KB); there, `make gpu-bench GPU_OUT=$$OUT` (or
+# `bash benchmarks/gpu/run.sh --out=$$OUT`) installs it and measures, in under 8 minutes.
+GPU_WHEELS = ml-collections==1.1.0
+GPU_OUT ?= gpu_bench_output
+gpu-wheels: $(RUNTIME_STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	@du -sh .whl
+
+gpu-bench:
+	bash benchmarks/gpu/run.sh --out=$(GPU_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)

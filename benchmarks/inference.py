@@ -130,14 +130,17 @@ def to_torch_images(images: np.ndarray, device: Any = "cpu") -> Any:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
 
 
-def twin_disparity_fn(twin: Any, compile: bool = False) -> Callable[[Any], Any]:
-    """`fn(nchw_images) -> (B, H, W)` sigmoid disparity of the twin, optionally compiled."""
+def twin_disparity_fn(
+    twin: Any, compile: bool = False, backend: str = "inductor"
+) -> Callable[[Any], Any]:
+    """`fn(nchw_images) -> (B, H, W)` sigmoid disparity of the twin, optionally compiled
+    (with torch.compile's `backend`)."""
     import torch
 
     def disparity(images: Any) -> Any:
         return twin(images)["disp"][0][:, 0]
 
-    return torch.compile(disparity, dynamic=False) if compile else disparity
+    return torch.compile(disparity, dynamic=False, backend=backend) if compile else disparity
 
 
 def check_parity(
@@ -203,6 +206,7 @@ def run(
     *,
     host_timing: bool = False,
     torch_compile: bool = False,
+    torch_compile_backend: str = "inductor",
 ) -> Results:
     """Checks parity, then times every variant and batch size in one interleaved run."""
     import torch
@@ -222,7 +226,7 @@ def run(
     twin = make_twin(model, device)
     torch_fns = {"torch_eager": twin_disparity_fn(twin)}
     if torch_compile:
-        torch_fns["torch_compile"] = twin_disparity_fn(twin, compile=True)
+        torch_fns["torch_compile"] = twin_disparity_fn(twin, True, torch_compile_backend)
 
     def torch_step(fn: Callable[[Any], Any], batch: int) -> Callable[[], None]:
         def step() -> None:

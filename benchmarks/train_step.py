@@ -99,7 +99,8 @@ class JaxStep:
 class TorchStep:
     """One synchronised step of the twin (eager or torch.compile) on the same batch."""
 
-    def __init__(self, config: Any, jax_step: JaxStep, compile: bool):
+    def __init__(self, config: Any, jax_step: JaxStep, compile: bool,
+                 compile_backend: str = "inductor"):
         import torch
 
         from tests import torch_twin
@@ -115,7 +116,8 @@ class TorchStep:
             model.to(memory_format=torch.channels_last)
         autocast = torch.bfloat16 if config.dtype == "bfloat16" else None
         self.trainer = torch_twin.TwinTrainer(
-            model, config, compile=compile, autocast_dtype=autocast
+            model, config, compile=compile, compile_backend=compile_backend,
+            autocast_dtype=autocast,
         )
         self.batch = torch_twin.nhwc_batch_to_torch(jax_step.batch_numpy, self.device)
         self.grl_scale = torch.tensor(GRL_SCALE, device=self.device)

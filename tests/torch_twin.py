@@ -573,7 +573,8 @@ class TwinTrainer:
     .learning_rate`; the step decay only matters after 3/4 of training). With `compile=True`
     the forward + loss function goes through `torch.compile`; the backward pass is then
     AOT-compiled by the same call. `autocast_dtype` (e.g. torch.bfloat16) runs the
-    forward under `torch.autocast`, with float32 parameters.
+    forward under `torch.autocast`, with float32 parameters. `compile_backend` is
+    torch.compile's backend ("inductor"; "eager" traces with Dynamo only, for smoke runs).
     """
 
     def __init__(
@@ -582,6 +583,7 @@ class TwinTrainer:
         config: Any,
         *,
         compile: bool = False,
+        compile_backend: str = "inductor",
         autocast_dtype: torch.dtype | None = None,
     ):
         self.model = model
@@ -606,7 +608,10 @@ class TwinTrainer:
                 f"config.model.shared_block_grad: {config.model.shared_block_grad!r} "
                 "is not 'mean' or 'sum'"
             )
-        self._loss_fn = torch.compile(self._forward_and_loss) if compile else self._forward_and_loss
+        self._loss_fn = (
+            torch.compile(self._forward_and_loss, backend=compile_backend) if compile
+            else self._forward_and_loss
+        )
 
     def _forward_and_loss(
         self, batch: Mapping[str, torch.Tensor], grl_scale: torch.Tensor

@@ -44,6 +44,11 @@ LN2 = math.log(2.0)
 Array = jax.Array
 
 
+
+def _at_least_float32(x: jax.Array) -> jnp.dtype:
+    """float32 for bfloat16 or float32 inputs; float64 stays (the float64 data-parallel check)."""
+    return jnp.promote_types(x.dtype, jnp.float32)
+
 def masked_mean(values: Array, mask: Array) -> Array:
     """Mean of `values` over the pixels where `mask` is true; 0 when no pixel is valid.
 
@@ -173,7 +178,7 @@ def depth_loss(
     images = image_pyramid(clean_image, len(disps))
     total = jnp.float32(0.0)
     for scale, disp in enumerate(disps):
-        disp = disp.astype(jnp.float32)
+        disp = disp.astype(_at_least_float32(disp))
         supervised = disparity_supervision_loss(
             upsample_to(disp, height, width), target, mask, l1_weight
         )
@@ -195,7 +200,7 @@ def segmentation_loss(seg_logits: Sequence[Array], labels: Array) -> Array:
     safe_labels = jnp.where(valid, labels, 0)
     total = jnp.float32(0.0)
     for logits in seg_logits:
-        logits = upsample_to(logits.astype(jnp.float32), height, width)
+        logits = upsample_to(logits.astype(_at_least_float32(logits)), height, width)
         per_pixel = optax.softmax_cross_entropy_with_integer_labels(logits, safe_labels)
         total = total + masked_mean(per_pixel, valid)
     return total / len(seg_logits)
@@ -207,8 +212,8 @@ def adversarial_loss(source_logits: Array, target_logits: Array) -> Array:
     The mean over all source and target patches (equal batch sizes), so a classifier at chance
     scores ln 2. The encoder sees this loss through the gradient reversal layer (paper eq. 1).
     """
-    source_logits = source_logits.astype(jnp.float32)
-    target_logits = target_logits.astype(jnp.float32)
+    source_logits = source_logits.astype(_at_least_float32(source_logits))
+    target_logits = target_logits.astype(_at_least_float32(target_logits))
     source = optax.sigmoid_binary_cross_entropy(source_logits, jnp.ones_like(source_logits))
     target = optax.sigmoid_binary_cross_entropy(target_logits, jnp.zeros_like(target_logits))
     return 0.5 * (jnp.mean(source) + jnp.mean(target))

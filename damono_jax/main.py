@@ -40,6 +40,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.mode != "train":  # training validates at its own entry, once devices are known
         config_utils.validate(config, mode=FLAGS.mode)
     if config.distributed.initialize:
+        # Cross-process collectives of the CPU backend (a no-op for GPU/TPU computations).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=config.distributed.coordinator_address,
             num_processes=config.distributed.num_processes,

@@ -143,7 +143,7 @@ class MultiScaleDecoder(nn.Module):
             y = reflection_conv3x3(
                 x, self.num_output_channels, self.dtype, f"output_conv_{i}", self.conv
             )
-            y = y.astype(jnp.float32)
+            y = y.astype(jnp.promote_types(self.dtype, jnp.float32))  # float64 stays
             outputs[i] = jax.nn.sigmoid(y) if self.output_activation == "sigmoid" else y
         return outputs
 

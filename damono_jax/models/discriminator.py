@@ -74,4 +74,4 @@ class PatchDiscriminator(nn.Module):
             param_dtype=jnp.float32,
             name="logits",
         )(x)
-        return logits.astype(jnp.float32)
+        return logits.astype(jnp.promote_types(self.dtype, jnp.float32))  # float64 stays

@@ -137,7 +137,8 @@ class ResNet18Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> list[jax.Array]:
-        x = (images.astype(jnp.float32) - MONODEPTH2_INPUT_MEAN) / MONODEPTH2_INPUT_STD
+        x = images.astype(jnp.promote_types(images.dtype, jnp.float32))
+        x = (x - MONODEPTH2_INPUT_MEAN) / MONODEPTH2_INPUT_STD
         x = x.astype(self.dtype)
         x = self.conv(
             64,

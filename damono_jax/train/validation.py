@@ -20,6 +20,18 @@ NUM_SUMMARY_IMAGES = 4
 EVAL_BATCH_SIZE = 8
 
 
+def local_variables(state: TrainState) -> dict[str, Any]:
+    """The state's params and batch stats on this process's first device.
+
+    With several processes the replicated arrays span devices this process cannot address;
+    validation and image summaries run on local arrays, so they use the local replica.
+    """
+    def local(x: Any) -> Any:
+        return x.addressable_data(0) if not x.is_fully_addressable else x
+
+    return jax.tree.map(local, {"params": state.params, "batch_stats": state.batch_stats})
+
+
 def predict_disparity(model: models.DAMonodepth, variables: Any, images: jax.Array) -> jax.Array:
     """Scale-0 sigmoid disparity (B, H, W, 1) of the depth network in inference mode."""
     depth_net = models.DepthNet(upsample_mode=model.upsample_mode, dtype=model.dtype)
@@ -34,7 +46,7 @@ def image_summaries(
 
     count = min(NUM_SUMMARY_IMAGES, batch["source_image"].shape[0])
     images = jnp.asarray(batch["source_image"][:count])
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = local_variables(state)
     target = jnp.asarray(batch["target_image"][:count]) if model.use_domain_classifier else None
     outputs = jax.device_get(
         _summary_forward(model, variables, images, target)
@@ -100,7 +112,7 @@ def evaluate_on_split(
     at the training size and `depth` (h, w) ground truth at its native size. Images are run
     in batches of `EVAL_BATCH_SIZE`, the last one padded, so the network compiles once.
     """
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = local_variables(state)
     _, crop = evaluation.default_protocol(config.data.eval, config.data.eval_split)
     # Streams: only one batch of ground truth is held at a time (KITTI val is ~1.6 GB).
     evaluator = evaluation.Evaluator(

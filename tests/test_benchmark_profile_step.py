@@ -6,6 +6,7 @@ import os
 import pytest
 
 from benchmarks import profile_step, train_step
+from tests.helpers import fast_compilation  # noqa: F401 (autouse fixture: no numerics here)
 
 
 def test_profile_reports_xla_analyses_and_writes_a_trace(tmp_path):

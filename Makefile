@@ -21,7 +21,7 @@ $(RUNTIME_STAMP): pyproject.toml
 	@touch $(RUNTIME_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,onnx]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

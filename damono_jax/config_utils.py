@@ -24,15 +24,6 @@ from damono_jax.models.da_monodepth import (
 )
 from damono_jax.models.decoders import UPSAMPLE_MODES
 
-# TFDS builders of this project (data_prep/) and their configs (None: no named config).
-# Builder configs per dataset; "" admits the bare name (the builder's default config).
-KNOWN_DATASETS: dict[str, tuple[str, ...] | None] = {
-    "vkitti": ("v1", "v2"),
-    "cityscapes_depth": None,
-    "kitti_eigen": ("", "left", "stereo", "custom"),
-    "synthetic_driving": ("source", "target"),
-}
-
 CONV_WEIGHT_GRADIENTS = ("auto", *WEIGHT_GRADIENTS)
 GRL_SCHEDULES = ("dann", "constant")
 MODES_NEEDING_DATA = ("train", "eval")
@@ -119,10 +110,13 @@ def _check_dataset(config: Any, key: str) -> None:
     value = _get(config, key)
     if not isinstance(value, str) or not value:
         _fail(key, f"{value!r} is not a dataset name")
+    from data_prep.build import registered_configs  # TFDS: only where a dataset is named
+
+    known = registered_configs()
     name, _, builder_config = value.partition("/")
-    if name not in KNOWN_DATASETS:
-        _fail(key, f"unknown dataset {value!r}; known datasets: {', '.join(KNOWN_DATASETS)}")
-    configs = KNOWN_DATASETS[name]
+    if name not in known:
+        _fail(key, f"unknown dataset {value!r}; known datasets: {', '.join(known)}")
+    configs = known[name]
     if configs is None and builder_config:
         _fail(key, f"dataset {name!r} has no config {builder_config!r}; write just {name!r}")
     if configs is not None and builder_config not in configs:

@@ -48,19 +48,6 @@ REQUIRED_METADATA_KEYS = (
     "class_names",
     "step",
 )
-# Horizontal focal length divided by image width (fx / W) of the source cameras, so that
-# predict.py can rescale depth for another camera (depth scales with the focal length).
-# VKITTI: fx 725 at 1242 px (alopezgit/DESC); KITTI: 0.58 (Monodepth2 K); Cityscapes:
-# fx 2262.52 at 2048 px, full width kept by the 205:819 row crop; synthetic_driving renders
-# with Monodepth2's normalised K (fx = 0.58 W).
-SOURCE_FOCAL_X_NORMALIZED = {
-    "vkitti": 725.0 / 1242.0,
-    "kitti_eigen": 0.58,
-    "cityscapes_depth": 2262.52 / 2048.0,
-    "synthetic_driving": 0.58,
-}
-
-
 class ExportError(ValueError):
     """An export directory is missing, incomplete or inconsistent."""
 
@@ -122,12 +109,10 @@ def build_metadata(
 ) -> dict[str, Any]:
     """Export metadata from a training config (`config.model`, `config.data`) and a step.
 
-    `train_focal_x_normalized` (fx / width of the source camera) defaults to the value known
-    for `config.data.source` (None for unknown sources).
+    `train_focal_x_normalized` is fx / width of the source camera, from the source dataset's
+    stored intrinsics (training records it in its checkpoints); None records null.
     """
     source = str(config.data.source)
-    if train_focal_x_normalized is None:
-        train_focal_x_normalized = SOURCE_FOCAL_X_NORMALIZED.get(source.split("/")[0])
     num_classes = int(config.model.num_classes)
     if num_classes != len(train_id_names()):
         raise ValueError(

@@ -46,6 +46,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 from damono_jax.preprocessing import flip_and_jitter, resize_image, resize_nearest
 
@@ -358,6 +359,34 @@ def create_image_batches(data_dir: str, dataset: str, split: str, image_size: Se
     images = records.map(lambda serialized: resize_image(decode(serialized)["image"], size),
                          num_parallel_calls=tf.data.AUTOTUNE)
     return images.batch(batch_size).prefetch(2).as_numpy_iterator()
+
+
+def focal_x_normalized(data_dir: str, dataset: str, split: str, *, key: str,
+                       max_examples: int = 64) -> float:
+    """The camera's fx / image width from the stored `intrinsics` of `dataset`'s `split`.
+
+    The median over the first `max_examples` examples (a split mixing cameras logs their
+    range). `export` records it, so that `predict --focal` can rescale depth for any source.
+    """
+    _hide_gpus_from_tf()
+    builder = load_builder(data_dir, dataset, key)
+    _check_features(builder, key, dataset, ("image", "intrinsics"))
+    _check_split(builder, key, dataset, split)
+    decode = _decoder(builder, ("image", "intrinsics"))
+    records, _ = _read_records(builder, split)
+
+    def fx_over_width(serialized: tf.Tensor) -> tf.Tensor:
+        example = decode(serialized)
+        return example["intrinsics"][0] / tf.cast(tf.shape(example["image"])[1], tf.float32)
+
+    ratios = records.take(max_examples).map(fx_over_width)
+    values = np.fromiter(ratios.as_numpy_iterator(), np.float64)
+    if values.min() <= 0 or not np.isfinite(values).all():
+        raise ValueError(f"{key}: dataset {dataset!r} stores a non-positive or non-finite fx")
+    if values.max() > 1.01 * values.min():
+        logging.warning("%s: fx / width of %s/%s ranges over [%.4f, %.4f]; exporting the "
+                        "median", key, dataset, split, values.min(), values.max())
+    return float(np.median(values))
 
 
 def _as_numpy_examples(dataset: tf.data.Dataset) -> Iterator[dict[str, Any]]:

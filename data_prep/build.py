@@ -203,6 +203,22 @@ def registered_builder_names() -> list[str]:
     return sorted(names)
 
 
+def registered_configs() -> dict[str, tuple[str, ...] | None]:
+    """`name -> config names` of the `data_prep` builders (None: the builder has no configs).
+
+    "" is among the names when the builder has a default config (the bare name selects it).
+    """
+    configs: dict[str, tuple[str, ...] | None] = {}
+    for name in registered_builder_names():
+        builder_cls = tfds.builder_cls(name)
+        names = tuple(config.name for config in builder_cls.BUILDER_CONFIGS)
+        if not names:
+            configs[name] = None
+            continue
+        configs[name] = (("",) if builder_cls.DEFAULT_BUILDER_CONFIG_NAME else ()) + names
+    return configs
+
+
 def build_dataset(
     name: str,
     data_dir: str | os.PathLike,

@@ -20,6 +20,13 @@ def camera_features(image_encoding: str | None = None) -> dict[str, tfds.feature
     }
 
 
+def image_features() -> tfds.features.FeaturesDict:
+    """`camera_features` without depth: an unlabelled target (image, intrinsics, name)."""
+    return tfds.features.FeaturesDict({
+        key: value for key, value in camera_features().items() if key != "depth"
+    })
+
+
 def labelled_features() -> tfds.features.FeaturesDict:
     """`camera_features` plus Cityscapes train-id labels (uint8 HxWx1, 255 = ignore)."""
     return tfds.features.FeaturesDict({

@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import cityscapes, default, synthetic, vkitti
+from configs import cityscapes, custom, default, synthetic, vkitti
 from damono_jax import config_utils
 
 
@@ -12,7 +12,7 @@ def valid_config():
     return config
 
 
-@pytest.mark.parametrize("module", [vkitti, cityscapes, synthetic])
+@pytest.mark.parametrize("module", [vkitti, cityscapes, synthetic, custom])
 @pytest.mark.parametrize("variant", ["baseline", "seg", "full"])
 def test_configs_and_variants_validate(module, variant):
     config = module.get_config(variant)
@@ -27,7 +27,7 @@ def test_configs_and_variants_validate(module, variant):
 def test_default_variant_is_full_and_keys_match_default():
     assert vkitti.get_config().variant == "full"
     keys = set(config_utils.flatten_for_hparams(default.get_config()))
-    for module in (vkitti, cityscapes, synthetic):
+    for module in (vkitti, cityscapes, synthetic, custom):
         assert set(config_utils.flatten_for_hparams(module.get_config())) == keys
 
 
@@ -39,6 +39,8 @@ def test_paper_settings():
     assert cityscapes.get_config().data.source == "cityscapes_depth"
     assert synthetic.get_config().data.image_size == (64, 224)
     assert synthetic.get_config().batch_size == 4
+    assert custom.get_config().data.source == "depth_folder/labelled"
+    assert custom.get_config().data.target == "depth_folder/unlabelled"
 
 
 def test_unknown_variant_argument():

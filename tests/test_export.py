@@ -105,7 +105,8 @@ def test_export_from_train_state_and_saved_model_parity(images, tmp_path):
     variables = full_model_variables(config)
     assert "domain_classifier" in variables["params"]
     export_dir = export.export_from_train_state(
-        config, variables["params"], variables["batch_stats"], tmp_path / "export", step=123
+        config, variables["params"], variables["batch_stats"], tmp_path / "export", step=123,
+        train_focal_x_normalized=725 / 1242,
     )
     assert sorted(p.name for p in export_dir.iterdir()) == [
         "metadata.json", "saved_model", "variables"

@@ -12,8 +12,8 @@ from damono_jax import checkpointing, files
 from damono_jax.train import state, validation
 
 
-def restore_latest_state(config: Any, workdir: str) -> tuple[state.TrainState, int]:
-    """The newest complete checkpoint in `workdir/checkpoints` as a replicated `TrainState`.
+def restore_latest_state(config: Any, workdir: str) -> checkpointing.RestoredCheckpoint:
+    """The newest complete checkpoint in `workdir/checkpoints`, a replicated `TrainState`.
 
     Restored into `state.abstract_train_state`: nothing is initialised and
     `config.model.encoder_init` is not read. Raises FileNotFoundError when the workdir holds
@@ -28,7 +28,7 @@ def restore_latest_state(config: Any, workdir: str) -> tuple[state.TrainState, i
                 f"{checkpointer.directory}: no complete checkpoint to restore; train first "
                 "with --mode=train"
             )
-    return restored.state, restored.step
+    return restored
 
 
 def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, float]:
@@ -39,7 +39,8 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, float]:
     from damono_jax import input_pipeline
     from damono_jax.train.loop import default_eval_dataset
 
-    train_state, step = restore_latest_state(config, workdir)
+    restored = restore_latest_state(config, workdir)
+    train_state, step = restored.state, restored.step
     model = state.create_model(config)
     results = validation.evaluate_on_split(
         config, validation.make_predict_fn(model), train_state,
@@ -58,11 +59,17 @@ def export_checkpoint(config: Any, workdir: str) -> str:
     """Exports the newest checkpoint's DepthNet to `workdir/export` (`export` module)."""
     from damono_jax import export
 
-    train_state, step = restore_latest_state(config, workdir)
+    restored = restore_latest_state(config, workdir)
+    train_state, step = restored.state, restored.step
+    source_focal = restored.meta.get("source_focal_x_normalized")
+    if source_focal is None:
+        logging.warning("%s: checkpoint %d records no source camera; the export's "
+                        "train_focal_x_normalized is null (predict --focal will refuse)",
+                        workdir, step)
     export_dir = os.path.join(os.path.abspath(workdir), "export")
     export.export_from_train_state(
         config, jax.device_get(train_state.params), jax.device_get(train_state.batch_stats),
-        export_dir, step,
+        export_dir, step, train_focal_x_normalized=source_focal,
     )
     logging.info("Exported step %d to %s.", step, export_dir)
     return export_dir

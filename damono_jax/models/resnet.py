@@ -154,8 +154,10 @@ class ResNet18Encoder(nn.Module):
         x = _norm(train, self.num_source, self.dtype, "bn1")(x)
         x = nn.relu(x)
         features = [x]
-        # flax max_pool pads with -inf, like torch's MaxPool2d(3, 2, padding=1).
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_symmetric_padding(1))
+        # torch's MaxPool2d(3, 2, padding=1): pad with -inf, then pool without padding. The
+        # padding is explicit because jax2onnx's max_pool reads only "SAME"/"VALID" strings.
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+        x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
         for stage, num_blocks in enumerate(RESNET18_STAGE_SIZES):
             width = ENCODER_CHANNELS[stage + 1]
             for block in range(num_blocks):

@@ -27,12 +27,15 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or Inf; training stopped without saving that state."""
 
 
-def _checkpoint_meta(config: Any, step_number: int) -> dict[str, Any]:
+def _checkpoint_meta(config: Any, step_number: int,
+                     source_focal_x_normalized: float | None) -> dict[str, Any]:
     return {
         "step": step_number,
         # Global batches consumed; create_train_iterator(..., start_step=...) resumes here.
         "data_position": step_number,
         "config": config.to_dict() if hasattr(config, "to_dict") else dict(config),
+        # fx / width of the source camera (its stored intrinsics), for the export's metadata.
+        "source_focal_x_normalized": source_focal_x_normalized,
     }
 
 
@@ -79,11 +82,16 @@ def train_and_evaluate(
     config_utils.validate(config, mode="train", num_devices=jax.device_count())
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    source_focal = None
     if train_iterator_fn is None or eval_dataset_fn is None:
         from damono_jax import input_pipeline  # TensorFlow only when it feeds the data
 
         if train_iterator_fn is None:
             train_iterator_fn = functools.partial(_default_train_iterator, input_pipeline)
+            source_focal = input_pipeline.focal_x_normalized(
+                config.data.data_dir, config.data.source, config.data.source_split,
+                key="config.data.source",
+            )
         if eval_dataset_fn is None:
             eval_dataset_fn = functools.partial(default_eval_dataset, input_pipeline)
 
@@ -190,7 +198,8 @@ def train_and_evaluate(
             if step_number % config.checkpoint_every_steps == 0 or is_last:
                 check_pending()
                 checkpointer.save(
-                    step_number, train_state, _json_safe(_checkpoint_meta(config, step_number))
+                    step_number, train_state,
+                    _json_safe(_checkpoint_meta(config, step_number, source_focal)),
                 )
                 last_saved = step_number
         check_pending()

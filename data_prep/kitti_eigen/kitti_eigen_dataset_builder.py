@@ -158,7 +158,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             custom=True,
         ),
     ]
-    DEFAULT_CONFIG_NAME = "left"
+    DEFAULT_BUILDER_CONFIG_NAME = "left"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
 Download the KITTI raw archives listed in damono_jax/splits/kitti_raw_archives.txt (the
 <date>_calib.zip files and the <date>_drive_NNNN_sync.zip files) and extract them all into

@@ -129,7 +129,6 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
                         "(the unlabelled real-looking domain).",
         ),
     ]
-    DEFAULT_CONFIG_NAME = "source"
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -67,7 +67,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         tfds.core.BuilderConfig(name="v1", description="Virtual KITTI 1.3.1"),
         tfds.core.BuilderConfig(name="v2", description="Virtual KITTI 2.0.3, Camera_0"),
     ]
-    DEFAULT_CONFIG_NAME = "v1"
+    DEFAULT_BUILDER_CONFIG_NAME = "v1"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:

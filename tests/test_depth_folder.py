@@ -1,0 +1,197 @@
+"""data_prep `depth_folder`: your own camera's folders, built exactly, bad files named."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from data_prep.build import build_dataset
+from data_prep.common import DataError
+
+
+def make_folder(root: Path, *, labelled: bool, splits: dict[str, int], fx: float = 60.0,
+                widths: tuple[int, ...] = (96, 128), height: int = 48,
+                seed: int = 0) -> dict[str, dict]:
+    """Writes `root/{split}/image|depth|label/frame_NNNN.*` and one intrinsics.json per split.
+
+    Widths alternate over `widths`; depth alternates between uint16 PNG and float32 .npy.
+    Returns `name -> {"image", "depth", "label"}` arrays, as the builder should store them.
+    """
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for split, count in splits.items():
+        for index in range(count):
+            width = widths[index % len(widths)]
+            stem = f"frame_{index:04d}"
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            _save(root / split / "image" / f"{stem}.png", image)
+            record = {"image": image}
+            if labelled:
+                raw = rng.integers(0, 20_000, (height, width)).astype(np.uint16)
+                raw[0, :3] = 0  # invalid pixels
+                if index % 2:
+                    depth = raw.astype(np.float32) / 256.0
+                    path = root / split / "depth" / f"{stem}.npy"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(path, depth)
+                else:
+                    _save(root / split / "depth" / f"{stem}.png", raw)
+                    depth = raw.astype(np.float32) / np.float32(256.0)
+                label = rng.integers(0, 19, (height, width), dtype=np.uint8)
+                label[-1] = 255
+                _save(root / split / "label" / f"{stem}.png", label)
+                record.update(depth=depth, label=label)
+            expected[f"{split}/{stem}"] = record
+        camera = {"fx": fx, "fy": fx, "cx": widths[0] / 2, "cy": height / 2}
+        (root / split / "intrinsics.json").write_text(json.dumps(camera))
+    return expected
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _examples(data_dir: Path, name: str, split: str) -> dict[str, dict]:
+    builder = tfds.builder(name, data_dir=data_dir)
+    return {example["name"].decode(): example
+            for example in tfds.as_numpy(builder.as_dataset(split=split))}
+
+
+def test_labelled_and_unlabelled_folders_round_trip_exactly(tmp_path):
+    expected = make_folder(tmp_path / "src", labelled=True, splits={"train": 3, "val": 2})
+    make_folder(tmp_path / "tgt", labelled=False, splits={"train": 2})
+    summary = build_dataset("depth_folder/labelled", tmp_path / "data", tmp_path / "src")
+    assert {split: s.num_examples for split, s in summary.splits.items()} == {
+        "train": 3, "val": 2}
+    build_dataset("depth_folder/unlabelled", tmp_path / "data", tmp_path / "tgt")
+    labelled = tfds.builder("depth_folder/labelled", data_dir=tmp_path / "data")
+    assert sorted(labelled.info.features) == ["depth", "image", "intrinsics", "label", "name"]
+    unlabelled = tfds.builder("depth_folder/unlabelled", data_dir=tmp_path / "data")
+    assert sorted(unlabelled.info.features) == ["image", "intrinsics", "name"]
+    for split in ("train", "val"):
+        for name, example in _examples(tmp_path / "data", "depth_folder/labelled",
+                                       split).items():
+            want = expected[name]
+            np.testing.assert_array_equal(example["image"], want["image"])
+            np.testing.assert_array_equal(example["depth"], want["depth"])  # png and npy
+            np.testing.assert_array_equal(example["label"][..., 0], want["label"])
+            np.testing.assert_array_equal(example["intrinsics"], [60.0, 60.0, 48.0, 24.0])
+    target = _examples(tmp_path / "data", "depth_folder/unlabelled", "train")
+    assert sorted(target) == ["train/frame_0000", "train/frame_0001"]
+
+
+def test_subfolders_per_image_intrinsics_and_no_label_folder(tmp_path):
+    root = tmp_path / "src"
+    make_folder(root, labelled=True, splits={"test": 2})
+    for sub in ("image", "depth", "label"):  # move frame_0001 into a drive subfolder
+        (moved,) = (root / "test" / sub).glob("frame_0001.*")
+        (root / "test" / sub / "drive_a").mkdir()
+        moved.rename(root / "test" / sub / "drive_a" / moved.name)
+    os.remove(root / "test" / "intrinsics.json")
+    camera = {"fx": 10.0, "fy": 11.0, "cx": 5.0, "cy": 6.0}
+    (root / "intrinsics.json").write_text(json.dumps(
+        {"fx": 1.0, "fy": 2.0, "cx": 3.0, "cy": 4.0, "images": {"drive_a/frame_0001.png": camera}}
+    ))
+    for path in (root / "test" / "label").rglob("*.png"):
+        path.unlink()
+    for path in sorted((root / "test" / "label").rglob("*"), reverse=True):
+        path.rmdir()
+    (root / "test" / "label").rmdir()
+    build_dataset("depth_folder/labelled", tmp_path / "data", root)
+    examples = _examples(tmp_path / "data", "depth_folder/labelled", "test")
+    assert sorted(examples) == ["test/drive_a/frame_0001", "test/frame_0000"]
+    np.testing.assert_array_equal(examples["test/frame_0000"]["intrinsics"], [1, 2, 3, 4])
+    np.testing.assert_array_equal(examples["test/drive_a/frame_0001"]["intrinsics"],
+                                  [10, 11, 5, 6])
+    assert (examples["test/frame_0000"]["label"] == 255).all()
+
+
+def _corrupt_depth_not_16_bit(root: Path) -> str:
+    _save(root / "train/depth/frame_0000.png", np.ones((48, 96), np.uint8))
+    return r"train/depth/frame_0000\.png: expected a 16-bit grayscale PNG, got PIL mode L"
+
+
+def _corrupt_depth_size(root: Path) -> str:
+    _save(root / "train/depth/frame_0000.png", np.ones((40, 96), np.uint16))
+    return r"train/depth/frame_0000\.png: size 96x40 differs from its image \(96x48\)"
+
+
+def _corrupt_no_intrinsics(root: Path) -> str:
+    (root / "train/intrinsics.json").unlink()
+    return (r"train/intrinsics\.json: file not found \(nor .*/src/intrinsics\.json\); it gives "
+            r"the camera as")
+
+
+def _corrupt_image_without_depth(root: Path) -> str:
+    (root / "train/depth/frame_0001.npy").unlink()
+    return (r"train/image/frame_0001\.png: no depth for this image: expected "
+            r".*train/depth/frame_0001\.png or \.npy")
+
+
+def _corrupt_depth_without_image(root: Path) -> str:
+    np.save(root / "train/depth/frame_0009.npy", np.ones((48, 96), np.float32))
+    return r"train/depth/frame_0009\.npy: depth file without an image"
+
+
+def _corrupt_npy_nan(root: Path) -> str:
+    depth = np.ones((48, 128), np.float32)
+    depth[3, 4] = np.nan
+    np.save(root / "train/depth/frame_0001.npy", depth)
+    return (r"train/depth/frame_0001\.npy: 1 pixel\(s\) are NaN, Inf or negative \(first at "
+            r"row 3, column 4: nan\); write 0 for invalid pixels")
+
+
+def _corrupt_all_invalid(root: Path) -> str:
+    _save(root / "train/depth/frame_0000.png", np.zeros((48, 96), np.uint16))
+    return r"train/depth/frame_0000\.png: frame train/frame_0000: no valid depth pixel"
+
+
+def _corrupt_label_value(root: Path) -> str:
+    _save(root / "train/label/frame_0000.png", np.full((48, 96), 40, np.uint8))
+    return r"train/label/frame_0000\.png: values \[40\] are not Cityscapes train ids"
+
+
+def _corrupt_bad_intrinsics(root: Path) -> str:
+    (root / "train/intrinsics.json").write_text('{"fx": 60, "fy": 60, "cx": 1}')
+    return r"train/intrinsics\.json: top-level camera: missing key\(s\) cy"
+
+
+def _corrupt_truncated_image(root: Path) -> str:
+    path = root / "train/image/frame_0000.png"
+    path.write_bytes(path.read_bytes()[:200])
+    return r"train/image/frame_0000\.png: corrupt or truncated image"
+
+
+def _corrupt_stray_file(root: Path) -> str:
+    (root / "train/image/notes.txt").write_text("hello")
+    return r"train/image/notes\.txt: unexpected file in image/: expected \.png, \.jpg, \.jpeg"
+
+
+@pytest.mark.parametrize("corrupt", [
+    _corrupt_depth_not_16_bit, _corrupt_depth_size, _corrupt_no_intrinsics,
+    _corrupt_image_without_depth, _corrupt_depth_without_image, _corrupt_npy_nan,
+    _corrupt_all_invalid, _corrupt_label_value, _corrupt_bad_intrinsics,
+    _corrupt_truncated_image, _corrupt_stray_file,
+], ids=lambda corrupt: corrupt.__name__.removeprefix("_corrupt_"))
+def test_bad_files_are_named_and_nothing_is_left_behind(tmp_path, corrupt):
+    root = tmp_path / "src"
+    make_folder(root, labelled=True, splits={"train": 2})
+    message = corrupt(root)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match=message):
+        build_dataset("depth_folder/labelled", tmp_path / "data", root)
+    assert os.listdir(tmp_path / "data") == []
+
+
+def test_empty_or_split_less_manual_dir(tmp_path):
+    (tmp_path / "src" / "images").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"src: no split folder: expected one or more of "
+                                        r"train/, val/, test/ each holding image/"):
+        build_dataset("depth_folder/unlabelled", tmp_path / "data", tmp_path / "src")

@@ -1,0 +1,99 @@
+"""README, "Your own footage": its three commands run on folders made here, then export,
+ONNX, evaluate and predict on the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_depth_folder import make_folder
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FX, WIDTHS = 60.0, (96, 128)  # both folders: one camera, images of two widths
+
+
+def readme_commands() -> list[str]:
+    """The fenced block after the `own-footage-commands` marker in README.md."""
+    text = (REPO_ROOT / "README.md").read_text()
+    match = re.search(r"<!-- own-footage-commands.*?-->\n```bash\n(.*?)```", text, re.DOTALL)
+    assert match, "README.md lost its own-footage-commands block"
+    return [line for line in match.group(1).splitlines() if line.strip()]
+
+
+TRAIN_OVERRIDES = {  # tiny: the commands are checked, not the model
+    "data.image_size": "(64,96)", "data.shuffle_buffer": 8, "batch_size": 2,
+    "num_train_steps": 2, "checkpoint_every_steps": 2, "log_every_steps": 1,
+    "image_log_every_steps": 2, "eval_every_steps": 2, "num_eval_examples": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("own_footage")
+    make_folder(root / "my_source", labelled=True, splits={"train": 4, "val": 2},
+                fx=FX, widths=WIDTHS)
+    make_folder(root / "my_footage", labelled=False, splits={"train": 4, "test": 2},
+                fx=FX, widths=WIDTHS)
+    (root / "configs").symlink_to(REPO_ROOT / "configs")  # the commands name configs/custom.py
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    commands = readme_commands()
+    assert len(commands) == 3 and commands[2].startswith("python -m damono_jax.main")
+    commands[2] += "".join(f" --config.{key}={value}" for key, value in TRAIN_OVERRIDES.items())
+    for command in [*commands, commands[2] + " --mode=export"]:
+        argv = shlex.split(command)
+        assert argv[0] == "python"
+        result = subprocess.run([sys.executable, *argv[1:]], cwd=root, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (command, (result.stdout + result.stderr)[-4000:])
+    return root
+
+
+def test_the_readme_commands_train_on_the_folders_and_record_the_source_camera(trained_run):
+    run = trained_run / "runs" / "mine"
+    assert (run / "checkpoints" / "2").is_dir()
+    metadata = json.loads((run / "export" / "metadata.json").read_text())
+    assert metadata["source_dataset"] == "depth_folder/labelled"
+    assert metadata["target_dataset"] == "depth_folder/unlabelled"
+    assert metadata["variant"] == "full"
+    # The median of fx / W over the stored source frames (widths 96 and 128 alternate).
+    assert metadata["train_focal_x_normalized"] == pytest.approx(
+        np.median([FX / WIDTHS[i % 2] for i in range(4)]), rel=1e-6
+    )
+
+
+def test_export_onnx_evaluate_and_predict_with_focal(trained_run, tmp_path):
+    from damono_jax import evaluate, export_onnx, predict
+    from data_prep import build
+
+    export_dir = trained_run / "runs" / "mine" / "export"
+    description = export_onnx.export_onnx(export_dir)
+    print("ONNX parity, max |disparity - JAX|:",
+          description["parity"]["max_abs_disparity_difference"])
+    assert description["parity"]["max_abs_disparity_difference"] <= 1e-4
+
+    make_folder(tmp_path / "eval_folder", labelled=True, splits={"test": 2}, fx=FX,
+                widths=WIDTHS)
+    build.build_dataset("depth_folder/labelled", tmp_path / "data_eval",
+                        manual_dir=tmp_path / "eval_folder")
+    results = evaluate.evaluate_export(export_dir, tmp_path / "data_eval", split="test",
+                                       dataset="depth_folder/labelled",
+                                       output_dir=tmp_path / "eval")
+    assert np.isfinite(results["results"]["80"]["abs_rel"])
+
+    frames = trained_run / "my_footage" / "test" / "image"
+    record = predict.predict_images(export_dir, str(frames), tmp_path / "out", save=("npy",),
+                                    focal=2 * FX)
+    image = sorted(frames.glob("*.png"))[0]
+    width = Image.open(image).width
+    scale = (2 * FX / width) / json.loads((export_dir / "metadata.json").read_text())[
+        "train_focal_x_normalized"]
+    assert record["focal_scale"][str(image)] == pytest.approx(scale, rel=1e-6)

@@ -11,15 +11,45 @@ ignores; a half-written checkpoint is never restored.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 CHECKPOINT_SUBDIR = "checkpoints"
+UNRESTORABLE_SUBDIR = "checkpoints_unrestorable"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but does not restore (its message is one line naming it)."""
+
+
+@contextlib.contextmanager
+def _stderr_to_debug_log() -> Iterator[None]:
+    """Sends what is written to file descriptor 2 meanwhile to the debug log."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            if text:
+                logging.debug("stderr while restoring:\n%s", text)
 
 
 @dataclass(frozen=True)
@@ -81,12 +111,33 @@ class TrainCheckpointer:
         )
         return RestoredCheckpoint(step=step, state=restored.state, meta=dict(restored.meta))
 
-    def restore_latest(self, abstract_state: Any) -> RestoredCheckpoint | None:
-        """Restores the newest complete checkpoint, or returns None when there is none."""
-        step = self.latest_step()
-        if step is None:
-            return None
-        return self.restore(step, abstract_state)
+    def restore_latest(self, abstract_state: Any, *, fall_back: bool = False
+                       ) -> RestoredCheckpoint | None:
+        """Restores the newest complete checkpoint, or returns None when there is none.
+
+        A checkpoint that does not restore (a truncated or corrupt file) raises
+        `CheckpointError` naming it in one line; with `fall_back` (training) it is moved to
+        `WORKDIR/checkpoints_unrestorable/<step>`, the line is logged as a warning and the
+        next older checkpoint is tried.
+        """
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                with _stderr_to_debug_log():  # Orbax prints tracebacks of its reader threads
+                    return self.restore(step, abstract_state)
+            except Exception as error:  # Orbax and tensorstore raise many types
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                line = (f"{self.directory}/{step}: checkpoint does not restore "
+                        f"({type(error).__name__}: {reason[:300]})")
+                if not fall_back:
+                    raise CheckpointError(line) from error
+                moved = os.path.join(os.path.dirname(self.directory), UNRESTORABLE_SUBDIR,
+                                     str(step))
+                os.makedirs(os.path.dirname(moved), exist_ok=True)
+                shutil.move(os.path.join(self.directory, str(step)), moved)
+                self._manager.reload()
+                logging.warning("%s; moved it to %s and trying the previous checkpoint",
+                                line, moved)
+        return None
 
     def wait_until_finished(self) -> None:
         """Blocks until the asynchronous save in flight (if any) is committed."""

@@ -21,7 +21,6 @@ import csv
 import io
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,8 @@ def evaluate_export(
     """
     from damono_jax import input_pipeline  # TF and TFDS: imported only when evaluating
 
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"--output={output_dir}: exists and is not a folder")
     default_caps, default_crop = evaluation.default_protocol(dataset, split)
     caps = tuple(default_caps if caps is None else caps)
     crop = default_crop if crop is None else crop
@@ -191,27 +192,20 @@ def main(argv: Sequence[str]) -> None:
     """absl entry point: reads the flags and calls `evaluate_export`."""
     del argv
     from absl import flags
-    from absl import logging as absl_logging
 
     values = flags.FLAGS
-    if not values["verbosity"].present:  # Orbax/TFDS log every read at INFO; keep the table
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    try:
-        result = evaluate_export(
-            values.export,
-            values.data_dir,
-            split=values.split,
-            dataset=values.dataset,
-            max_examples=values.max_examples,
-            caps=parse_caps(values.caps) if values.caps else None,
-            crop=values.crop,
-            scaling=parse_scaling(values.scaling),
-            output_dir=values.output,
-            batch_size=values.batch_size,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    result = evaluate_export(
+        values.export,
+        values.data_dir,
+        split=values.split,
+        dataset=values.dataset,
+        max_examples=values.max_examples,
+        caps=parse_caps(values.caps) if values.caps else None,
+        crop=values.crop,
+        scaling=parse_scaling(values.scaling),
+        output_dir=values.output,
+        batch_size=values.batch_size,
+    )
     print(f"wrote {result['output_dir']}/results.json and results.csv")
 
 
@@ -234,7 +228,7 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from damono_jax import cli
 
     define_flags()
-    app.run(main)
+    cli.run(main)

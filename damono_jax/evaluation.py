@@ -192,16 +192,18 @@ def _score_image(
     gt: np.ndarray,
     pred_depth: np.ndarray,
     *,
-    index: int,
+    where: str,
     cap: int | None,
     crop: str,
     scaling: str | float,
 ) -> tuple[dict[str, float], float | None]:
-    """Metrics of one image (GT and depth at the same size) and its median ratio (or None)."""
+    """Metrics of one image (GT and depth at the same size) and its median ratio (or None).
+
+    `where` names the image in errors, e.g. `gt_depths[3] (frame test/0042)`."""
     mask = evaluation_mask(gt, cap=cap, crop=crop)
     if not mask.any():
         raise ValueError(
-            f"gt_depths[{index}]: no valid ground-truth pixels under cap={cap}, crop={crop}"
+            f"{where}: no valid ground-truth pixels under cap={cap}, crop={crop}"
         )
     gt_valid = gt[mask].astype(np.float64)
     pred_valid = pred_depth[mask]
@@ -297,9 +299,10 @@ class Evaluator:
                 "1/depth, not a raw network output that can be 0)"
             )
         pred_depth = 1.0 / resize_bilinear(disp, *gt.shape).astype(np.float64)
+        where = f"gt_depths[{index}]" + ("" if name is None else f" (frame {name})")
         scored = {
             cap: _score_image(
-                gt, pred_depth, index=index, cap=cap, crop=self.crop, scaling=self.scaling
+                gt, pred_depth, where=where, cap=cap, crop=self.crop, scaling=self.scaling
             )
             for cap in self.caps
         }

@@ -18,6 +18,7 @@ place at the end, so an error never leaves a partial export behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ EXPORT_FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 VARIABLES_DIR = "variables"
 SAVED_MODEL_DIR = "saved_model"
+FINGERPRINT_KEY = "variables_sha256"
 INPUT_SIZE_MULTIPLE = 32
 REQUIRED_METADATA_KEYS = (
     "model",
@@ -188,7 +190,21 @@ def _checked_export(
     record["parameter_count"] = int(
         sum(np.size(leaf) for leaf in jax.tree.leaves(host_variables["params"]))
     )
+    record[FINGERPRINT_KEY] = variables_fingerprint(host_variables)
     return host_variables, record
+
+
+def variables_fingerprint(variables: Any) -> str:
+    """sha256 over every leaf's path, dtype, shape and bytes, in path order (hex)."""
+    digest = hashlib.sha256()
+    leaves = sorted(
+        (jax.tree_util.keystr(path), np.ascontiguousarray(leaf))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
+    )
+    for key, leaf in leaves:
+        digest.update(f"{key}|{leaf.dtype.str}|{leaf.shape}|".encode())
+        digest.update(leaf.tobytes())
+    return digest.hexdigest()
 
 
 def _write_export(directory: Path, variables: Any, record: Mapping[str, Any]) -> None:

@@ -12,7 +12,6 @@ seeded random batch, and refuses to keep it when its disparity differs from JAX'
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,16 +73,13 @@ def main(argv: Sequence[str]) -> None:
     """absl entry point; see the module docstring."""
     from absl import flags
 
+    from damono_jax import cli
+
     if len(argv) > 1:
-        print(f"error: unexpected arguments {list(argv[1:])}", file=sys.stderr)
-        sys.exit(2)
+        raise cli.UsageError(f"unexpected arguments {list(argv[1:])}")
     values = flags.FLAGS
-    try:
-        description = export_onnx(values.export, batch_size=values.batch_size,
-                                  tolerance=values.tolerance)
-    except (ExportError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    description = export_onnx(values.export, batch_size=values.batch_size,
+                              tolerance=values.tolerance)
     parity = description["parity"]["max_abs_disparity_difference"]
     print(f"wrote {Path(values.export) / description['file']} ({description['converter']}, "
           f"opset {description['opset']}); max |disparity - JAX| = {parity:.3g}")
@@ -98,7 +94,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from damono_jax import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -125,6 +125,24 @@ def _check_split(builder: tfds.core.DatasetBuilder, key: str, name: str, split: 
         raise ValueError(f"{key}: split {split!r} of dataset {name!r} is empty")
 
 
+def check_datasets(data: Any, *, mode: str, use_target_images: bool) -> None:
+    """The streams `mode` reads are built, with their features and splits (before a run).
+
+    "train" reads source, target (if `use_target_images`) and eval; "eval" the eval stream.
+    Errors name the config key, as `load_builder` does.
+    """
+    streams = {"source": SOURCE_FEATURES, "target": TARGET_FEATURES}
+    if mode != "train":
+        streams = {}
+    elif not use_target_images:
+        streams.pop("target")
+    for stream, features in {**streams, "eval": EVAL_FEATURES}.items():
+        key = f"config.data.{stream}"
+        builder = load_builder(data.data_dir, data[stream], key)
+        _check_features(builder, key, data[stream], features)
+        _check_split(builder, key, data[stream], data[f"{stream}_split"])
+
+
 def _read_records(builder: tfds.core.DatasetBuilder, split: str) -> tuple[tf.data.Dataset, int]:
     """Serialized records of `split` (a split name or sub-split) in file order, and count."""
     split_info = builder.info.splits[split]

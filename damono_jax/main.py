@@ -4,19 +4,22 @@ Modes: `train` (default; resumes from `W/checkpoints`), `eval` (newest checkpoin
 config's eval split, `evaluation.evaluate`), `export` (newest checkpoint -> `W/export`,
 `inference.checkpoint`), `predict` (`predict.predict_images` of `W/export` on
 `--input`, written to `--output`; exports first if `W/export` does not exist).
+
+User errors end in one `error:` line (`damono_jax.cli`); `W/log.txt` keeps every log line,
+the libraries' INFO lines included, which the console shows only with `--verbose`.
 """
 
 import os
 
 import jax
-import tensorflow as tf
 from absl import app, flags, logging
 from clu import platform
 from ml_collections import config_flags
 
-from damono_jax import config_utils
+from damono_jax import cli, config_utils
 from damono_jax.inference import checkpoint as checkpoint_serving
-from damono_jax.train import loop
+
+LOG_FILE = "log.txt"
 
 FLAGS = flags.FLAGS
 
@@ -31,14 +34,35 @@ flags.DEFINE_string("output", None, "--mode=predict: output folder.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _check_paths() -> None:
+    """--workdir, --input and --output, before anything is read or written."""
+    if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
+        raise cli.UsageError(f"--workdir={FLAGS.workdir}: exists and is not a folder")
+    if FLAGS.mode != "train" and not os.path.isdir(FLAGS.workdir):
+        raise cli.UsageError(f"--workdir={FLAGS.workdir}: no such folder (train first with "
+                             "--mode=train)")
+    if FLAGS.mode == "predict":
+        if not FLAGS.input or not FLAGS.output:
+            raise app.UsageError("--mode=predict needs --input=IMAGES and --output=DIR")
+        from damono_jax import predict
+
+        predict.list_inputs(FLAGS.input)  # raises naming --input when it matches nothing
+        if os.path.exists(FLAGS.output) and not os.path.isdir(FLAGS.output):
+            raise cli.UsageError(f"--output={FLAGS.output}: exists and is not a folder")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _check_paths()
+    # Imported here, after `cli` has quieted TensorFlow's C++ logs (clu's writers import TF).
+    import tensorflow as tf
+
+    from damono_jax.train import loop
+
     # TensorFlow only feeds data: keep it off the GPUs, JAX owns their memory.
     tf.config.set_visible_devices([], "GPU")
     config = FLAGS.config
-    if FLAGS.mode != "train":  # training validates at its own entry, once devices are known
-        config_utils.validate(config, mode=FLAGS.mode)
     if config.distributed.initialize:
         # Cross-process collectives of the CPU backend (a no-op for GPU/TPU computations).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -47,6 +71,15 @@ def main(argv: list[str]) -> None:
             num_processes=config.distributed.num_processes,
             process_id=config.distributed.process_id,
         )
+    num_devices = jax.device_count() if FLAGS.mode == "train" else None
+    config_utils.validate(config, mode=FLAGS.mode, num_devices=num_devices)
+    if FLAGS.mode in ("train", "eval"):
+        from damono_jax import input_pipeline
+
+        input_pipeline.check_datasets(config.data, mode=FLAGS.mode,
+                                      use_target_images=config_utils.uses_target_images(config))
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    cli.add_log_file(os.path.join(FLAGS.workdir, LOG_FILE))
     logging.info("JAX process %d / %d, local devices %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
     platform.work_unit().set_task_status(
@@ -61,8 +94,6 @@ def main(argv: list[str]) -> None:
     elif FLAGS.mode == "export":
         checkpoint_serving.export_checkpoint(config, FLAGS.workdir)
     else:
-        if not FLAGS.input or not FLAGS.output:
-            raise app.UsageError("--mode=predict needs --input=IMAGES and --output=DIR")
         from damono_jax import predict
 
         export_dir = os.path.join(FLAGS.workdir, "export")
@@ -72,4 +103,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

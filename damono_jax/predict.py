@@ -31,7 +31,6 @@ import glob
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from damono_jax import evaluation, export, files, visualization
+from damono_jax import evaluation, files, visualization
 from damono_jax.inference import batching
 from damono_jax.inference import model as inference_model
 
@@ -74,12 +73,32 @@ def list_inputs(pattern: str) -> list[Path]:
     return matches
 
 
+# PIL modes read as they are (8-bit), and 16-bit grayscale modes scaled to 8 bits.
+_EIGHT_BIT_MODES = ("RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Reads an image file as uint8 RGB (H, W, 3); errors name the file."""
+    """Reads an image file as uint8 RGB (H, W, 3); errors name the file.
+
+    8-bit colour, grayscale, palette and RGBA images are converted to RGB (alpha dropped);
+    16-bit grayscale is scaled to 8 bits (`round(v / 257)`, so 65535 -> 255), not clipped.
+    Other modes (32-bit integer or float) are refused.
+    """
     try:
         with Image.open(path) as image:
+            image.load()
+            if image.mode in _SIXTEEN_BIT_MODES:
+                gray = np.asarray(image).astype(np.float64)
+                gray8 = np.round(gray / 257.0).astype(np.uint8)
+                return np.repeat(gray8[..., None], 3, axis=-1)
+            if image.mode not in _EIGHT_BIT_MODES:
+                raise PredictError(
+                    f"{path}: unsupported image mode {image.mode!r} (expected 8-bit RGB, RGBA, "
+                    "grayscale or palette, or 16-bit grayscale)"
+                )
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise PredictError(f"{path}: cannot read image: {error}") from error
 
 
@@ -203,6 +222,8 @@ def predict_images(
                 "predict them into different --output folders"
             )
         stems[path.stem] = path
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise PredictError(f"--output={output_dir}: exists and is not a folder")
     model = inference_model.load_export(export_dir)
     train_focal = model.metadata.get("train_focal_x_normalized")
     if focal is not None and train_focal is None:
@@ -235,6 +256,12 @@ def predict_images(
             [model.prepare_image(image) for image in originals], batch_size
         )
         scaled_disparity = model.predict_scaled_disparity(network_inputs)
+        finite = np.isfinite(scaled_disparity[: len(batch_paths)]).all(axis=(1, 2))
+        if not finite.all():
+            raise PredictError(
+                f"{export_dir}: the network's output for {batch_paths[int(np.argmin(finite))]} "
+                "is NaN or Inf; the export's variables are corrupt or diverged"
+            )
         depths = []
         for index, image in enumerate(originals):
             height, width = image.shape[:2]
@@ -314,34 +341,27 @@ def main(argv: Sequence[str]) -> None:
     """absl entry point: reads the flags below and calls `predict_images`."""
     del argv
     from absl import flags
-    from absl import logging as absl_logging
 
     values = flags.FLAGS
-    if not values["verbosity"].present:  # Orbax/TFDS log every read at INFO; keep the table
-        absl_logging.set_verbosity(absl_logging.WARNING)
     save = tuple(item.strip() for item in values.save.split(",") if item.strip())
-    try:
-        color_range = None
-        if values.color_range:
-            color_range = parse_floats(values.color_range, 2, "color_range")
-        intrinsics = None
-        if values.intrinsics:
-            intrinsics = parse_floats(values.intrinsics, 4, "intrinsics")
-        summary = predict_images(
-            values.export,
-            values.input,
-            values.output,
-            save=save,
-            batch_size=values.batch_size,
-            color_range=color_range,
-            intrinsics=intrinsics,
-            focal=values.focal,
-            on_error=values.on_error,
-            cmap=values.cmap,
-        )
-    except (PredictError, export.ExportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    color_range = None
+    if values.color_range:
+        color_range = parse_floats(values.color_range, 2, "color_range")
+    intrinsics = None
+    if values.intrinsics:
+        intrinsics = parse_floats(values.intrinsics, 4, "intrinsics")
+    summary = predict_images(
+        values.export,
+        values.input,
+        values.output,
+        save=save,
+        batch_size=values.batch_size,
+        color_range=color_range,
+        intrinsics=intrinsics,
+        focal=values.focal,
+        on_error=values.on_error,
+        cmap=values.cmap,
+    )
     print(
         f"wrote {len(summary['written'])} predictions to {values.output} "
         f"(skipped {len(summary['skipped'])}); colour range {summary['color_range']} m"
@@ -369,7 +389,7 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from damono_jax import cli
 
     define_flags()
-    app.run(main)
+    cli.run(main)

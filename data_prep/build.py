@@ -7,10 +7,13 @@ NAME is a builder registered by `data_prep` (`kitti_eigen`, `vkitti`, `cityscape
 `synthetic_driving`), optionally with its config as `NAME/CONFIG`. `--manual_dir` is required
 only by builders that declare `MANUAL_DOWNLOAD_INSTRUCTIONS`.
 
-The build either completes or leaves `--data_dir` as it found it: on any failure every file
-and directory created under it (TFDS's `incomplete.*` dir, the dataset/config dirs, download
-dirs) is removed, the error is printed as the last line and the command exits with status 1.
-The same logic is available from Python as `build_dataset(...)`.
+The build either completes or leaves `--data_dir` as it found it: on any failure, SIGTERM and
+Ctrl-C included, what it created is removed (`build_guard`: only this dataset's own files,
+never another build's), the error is printed as one `error:` line and the command exits with
+status 1 (2 for bad arguments). A second build of the same dataset into the same
+`--data_dir` stops at once naming the one that runs; what a killed build left is removed by
+the next. A trial build (`--max_examples_per_split`) is recorded as such and rebuilt, not
+reused, by a build that asks for more. The same logic is `build_dataset(...)` from Python.
 
 We call `DatasetBuilder.download_and_prepare` from Python instead of wrapping the `tfds build`
 CLI because that CLI cannot start without apache-beam (datasets.md §5.2, gotcha 1).
@@ -18,16 +21,20 @@ CLI because that CLI cannot start without apache-beam (datasets.md §5.2, gotcha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import tensorflow_datasets as tfds
+from absl import logging
 
 import data_prep  # noqa: F401  (registers every builder)
+from data_prep import build_guard
 from data_prep.common import DataError
 
 
@@ -93,81 +100,6 @@ def parse_name(name: str, config: str | None = None) -> tuple[str, str | None]:
             f"dataset name {name!r} names config {name_config!r} but --config={config!r}"
         )
     return base, (name_config or config or None)
-
-
-def _existing_ancestor(path: str) -> tuple[str, str | None]:
-    """Returns (nearest existing ancestor, topmost missing dir below it or None)."""
-    path = os.path.abspath(path)
-    topmost_missing = None
-    while not os.path.exists(path):
-        topmost_missing = path
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path, topmost_missing
-
-
-def _snapshot(root: str) -> set[str]:
-    """Every path under `root` (not following symlinks)."""
-    paths = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for entry in dirnames + filenames:
-            paths.add(os.path.join(dirpath, entry))
-    return paths
-
-
-def _remove_new_paths(root: str, before: set[str]) -> list[str]:
-    """Removes everything under `root` that is not in `before`; returns what was removed."""
-    removed = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for entry in list(dirnames):
-            path = os.path.join(dirpath, entry)
-            if path not in before:
-                if os.path.islink(path):
-                    os.unlink(path)
-                else:
-                    shutil.rmtree(path)
-                dirnames.remove(entry)
-                removed.append(path)
-        for entry in filenames:
-            path = os.path.join(dirpath, entry)
-            if path not in before:
-                os.unlink(path)
-                removed.append(path)
-    return removed
-
-
-class _CleanupOnFailure:
-    """Context manager: on an exception, deletes what appeared under `data_dir` meanwhile."""
-
-    def __init__(self, data_dir: str):
-        self.data_dir = os.path.abspath(data_dir)
-        self._ancestor, self._created_top = _existing_ancestor(self.data_dir)
-        self._before = set() if self._created_top else _snapshot(self.data_dir)
-
-    def __enter__(self) -> _CleanupOnFailure:
-        return self
-
-    def __exit__(self, exc_type, exc, traceback) -> bool:
-        if exc_type is None:
-            return False
-        if self._created_top is not None:
-            # data_dir (and maybe some parents) did not exist: remove the whole chain we made.
-            if os.path.lexists(self._created_top):
-                shutil.rmtree(self._created_top)
-        elif os.path.isdir(self.data_dir):
-            _remove_new_paths(self.data_dir, self._before)
-        return False  # re-raise
-
-    def remove_new_empty_download_dirs(self) -> None:
-        """After a success: drops the empty `downloads/extracted` dirs TFDS makes for builders
-        that download nothing, if they did not exist before."""
-        downloads = os.path.join(self.data_dir, "downloads")
-        for path in (os.path.join(downloads, "extracted"), downloads):
-            is_new = self._created_top is not None or path not in self._before
-            if is_new and os.path.isdir(path) and not os.listdir(path):
-                os.rmdir(path)
 
 
 def _summarise(builder: tfds.core.DatasetBuilder, seconds: float, reused: bool) -> BuildSummary:
@@ -272,12 +204,47 @@ def build_dataset(
         max_examples_per_split=max_examples_per_split,
     )
     start = time.perf_counter()
-    with _CleanupOnFailure(data_dir) as cleanup:
+    with build_guard.BuildGuard(data_dir, base_name, config_name):
         builder = tfds.builder(base_name, config=config_name, data_dir=data_dir)
-        reused = builder.is_prepared()
-        builder.download_and_prepare(download_config=download_config)
-    cleanup.remove_new_empty_download_dirs()
+        with _replacing_a_different_trial(builder, max_examples_per_split) as replaced:
+            if replaced:
+                builder = tfds.builder(base_name, config=config_name, data_dir=data_dir)
+            reused = builder.is_prepared()
+            builder.download_and_prepare(download_config=download_config)
+            if not reused:
+                build_guard.write_record(builder.data_dir,
+                                         max_examples_per_split=max_examples_per_split,
+                                         manual_dir=manual_dir)
     return _summarise(builder, time.perf_counter() - start, reused)
+
+
+@contextlib.contextmanager
+def _replacing_a_different_trial(builder: tfds.core.DatasetBuilder,
+                                 max_examples_per_split: int | None) -> Iterator[bool]:
+    """Moves aside a trial build that this request must not reuse; yields whether it did.
+
+    A built version recorded with another `max_examples_per_split` than the one asked for is
+    rebuilt, except that a full build serves a trial request. The moved-aside version is put
+    back if the block fails and deleted once it succeeds.
+    """
+    version_dir = Path(os.fspath(builder.data_dir))
+    record = build_guard.read_record(version_dir) if builder.is_prepared() else None
+    recorded = None if record is None else record.get("max_examples_per_split")
+    if recorded is None or recorded == max_examples_per_split:
+        yield False
+        return
+    logging.warning("%s holds a trial build (--max_examples_per_split=%s); building it again "
+                    "with --max_examples_per_split=%s", version_dir, recorded,
+                    max_examples_per_split)
+    aside = version_dir.with_name(f"{build_guard.INCOMPLETE_PREFIX}trial_{version_dir.name}")
+    os.rename(version_dir, aside)
+    try:
+        yield True
+    except BaseException:
+        shutil.rmtree(version_dir, ignore_errors=True)
+        os.rename(aside, version_dir)
+        raise
+    shutil.rmtree(aside)
 
 
 def find_data_error(error: BaseException) -> BaseException:
@@ -293,16 +260,16 @@ def find_data_error(error: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str]) -> None:
-    """absl entry point; see the module docstring."""
+    """absl entry point (`damono_jax.cli.run`); see the module docstring."""
     from absl import flags
 
+    from damono_jax import cli
+
     if len(argv) != 2:
-        print(
+        raise cli.UsageError(
             "usage: python -m data_prep.build NAME --data_dir=OUT [--manual_dir=SRC] "
-            "[--config=C] [--max_examples_per_split=N]",
-            file=sys.stderr,
+            "[--config=C] [--max_examples_per_split=N]"
         )
-        sys.exit(2)
     flag_values = flags.FLAGS
     try:
         summary = build_dataset(
@@ -312,19 +279,19 @@ def main(argv: Sequence[str]) -> None:
             config=flag_values.config,
             max_examples_per_split=flag_values.max_examples_per_split,
         )
+    except (build_guard.BuildInterrupted, KeyboardInterrupt) as stop:
+        signal_name, status = (str(stop), 143) if str(stop) else ("Ctrl-C", 130)
+        cli.fail(f"build of {argv[1]} stopped by {signal_name}; {flag_values.data_dir} holds "
+                 "no partial dataset", status)
     except Exception as error:
         reported = find_data_error(error)
-        sys.stdout.flush()
-        print(
-            f"\nbuild of {argv[1]} failed; {flag_values.data_dir} holds no partial dataset.",
-            file=sys.stderr,
-        )
-        message = str(reported) if isinstance(reported, DataError) else (
-            f"{type(reported).__name__}: {reported}"
-        )
-        print(message, file=sys.stderr)
-        sys.stderr.flush()
-        sys.exit(1)
+        if isinstance(reported, DataError):
+            print(f"build of {argv[1]} failed; {flag_values.data_dir} holds no partial "
+                  "dataset.", file=sys.stderr)
+            raise reported from error
+        if isinstance(error, ValueError):  # bad arguments: the name, a config, a number
+            raise cli.UsageError(str(error)) from error
+        raise
     print(summary)
 
 
@@ -341,7 +308,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from damono_jax import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

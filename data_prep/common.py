@@ -19,6 +19,18 @@ class DataError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+def numbered_lines(text: str) -> list[tuple[int, str]]:
+    """`(line number, line)` of a text file without its trailing blank lines.
+
+    Files edited by hand or re-saved by tools often end with an empty line; blank lines
+    elsewhere are kept, for the parser to reject with their number.
+    """
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return list(enumerate(lines, start=1))
+
+
 def require_dir(path: str | os.PathLike, expected: Iterable[str] = ()) -> None:
     """Raises `DataError` if `path` is not a directory, listing what was expected there."""
     if not os.path.isdir(path):
@@ -46,6 +58,42 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     if image.mode not in ("RGB", "RGBA", "P", "L"):
         raise DataError(path, f"expected an 8-bit colour image, got PIL mode {image.mode}")
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def stored_image(path: str | os.PathLike, image: np.ndarray) -> bytes | np.ndarray:
+    """What a builder stores for the RGB frame `image` read from `path`.
+
+    An 8-bit RGB PNG or JPEG is stored byte for byte, once TensorFlow's decoder (the one the
+    input pipeline uses) has decoded it to `image`'s size (and, for PNG, to `image` exactly);
+    a file PIL reads but TensorFlow does not (e.g. a PNG whose end is cut) raises `DataError`.
+    Other files are stored as the decoded array, which TFDS re-encodes as PNG.
+    """
+    with Image.open(path) as opened:
+        file_format, mode = opened.format, opened.mode
+    if mode != "RGB" or file_format not in ("PNG", "JPEG"):
+        return image
+    import tensorflow as tf
+
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        decoded = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        problem = error.message.strip().splitlines()[-1]
+        raise DataError(
+            path, f"TensorFlow's {file_format} decoder rejects it ({problem}); the file is "
+            "probably truncated"
+        ) from error
+    if decoded.shape != image.shape or (file_format == "PNG" and
+                                        not np.array_equal(decoded, image)):
+        raise DataError(path, "TensorFlow decodes it differently from PIL (corrupt file?)")
+    return data
+
+
+def require_valid_depth(path: str | os.PathLike, depth: np.ndarray, frame: str) -> None:
+    """A frame whose ground truth has no valid (> 0) pixel is an error naming it and `path`."""
+    if not (depth > 0).any():
+        raise DataError(path, f"frame {frame}: no valid depth pixel (every value is 0)")
 
 
 def read_uint16(path: str | os.PathLike) -> np.ndarray:

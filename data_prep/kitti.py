@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from data_prep.common import DataError
+from data_prep.common import DataError, numbered_lines
 
 CAM_TO_CAM = "calib_cam_to_cam.txt"
 VELO_TO_CAM = "calib_velo_to_cam.txt"
@@ -35,7 +35,8 @@ def read_calib_file(path: str | os.PathLike) -> dict[str, np.ndarray | str]:
     """Reads a KITTI calibration file into {key: float64 array, or str for non-numbers}.
 
     Like Monodepth2, values made only of "0123456789.e+- " become float arrays and others
-    (`calib_time: 09-Jan-2012 13:57:47`) stay strings. Blank lines, lines without ':',
+    (`calib_time: 09-Jan-2012 13:57:47`) stay strings. Trailing blank lines are ignored;
+    other blank lines, lines without ':',
     duplicate keys and unparsable numbers raise `DataError` naming the file and line.
     """
     if not os.path.isfile(path):
@@ -46,7 +47,7 @@ def read_calib_file(path: str | os.PathLike) -> dict[str, np.ndarray | str]:
             lines = handle.read().splitlines()
         except UnicodeDecodeError as error:
             raise DataError(path, f"not a text file ({error})") from error
-    for number, line in enumerate(lines, start=1):
+    for number, line in numbered_lines("\n".join(lines)):
         if not line.strip():
             raise DataError(path, f"line {number}: blank line (KITTI calib files have none)")
         key, separator, value = line.partition(":")

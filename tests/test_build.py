@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +74,32 @@ def test_builder_without_manual_dir_builds_and_summary_counts(tmp_path):
     loaded = tfds.builder("build_probe", data_dir=tmp_path / "out")
     assert sorted(int(x["value"]) for x in tfds.as_numpy(loaded.as_dataset(split="train"))) == [
         0, 1, 2, 3, 4]
-    again = build_dataset("build_probe", tmp_path / "out")
+    again = build_dataset("build_probe", tmp_path / "out", max_examples_per_split=5)
     assert again.reused and again.splits == summary.splits
+
+
+def test_a_trial_build_is_recorded_and_not_reused_by_a_full_build(tmp_path):
+    trial = build_dataset("build_probe", tmp_path / "out", max_examples_per_split=5)
+    record = json.loads((Path(trial.dataset_dir) / "damono_build.json").read_text())
+    assert record["max_examples_per_split"] == 5
+    full = build_dataset("build_probe", tmp_path / "out")
+    assert not full.reused and full.splits["train"].num_examples == 7
+    assert json.loads((Path(full.dataset_dir) / "damono_build.json").read_text())[
+        "max_examples_per_split"] is None
+    assert sorted(os.listdir(Path(full.dataset_dir).parent)) == ["1.0.0"]  # trial gone
+    served = build_dataset("build_probe", tmp_path / "out", max_examples_per_split=5)
+    assert served.reused and served.splits["train"].num_examples == 7  # a full one serves
+
+
+def test_a_failed_rebuild_of_a_trial_puts_the_trial_back(tmp_path, monkeypatch):
+    trial = build_dataset("build_probe", tmp_path / "out", max_examples_per_split=5)
+    before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "out").rglob("*"))
+    monkeypatch.setattr(BuildProbe, "fail_after", 6)
+    with pytest.raises(DataError, match="broken on purpose"):
+        build_dataset("build_probe", tmp_path / "out")
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "out").rglob("*")) == before
+    assert tfds.builder("build_probe", data_dir=tmp_path / "out").info.splits[
+        "train"].num_examples == trial.splits["train"].num_examples
 
 
 def test_summary_table_text():
@@ -169,7 +196,7 @@ def test_cli_builds_then_fails_cleanly(tmp_path):
     size = velodyne.stat().st_size
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"{velodyne}: size {size} bytes is not a multiple of 16 (4 float32 per point); "
+        f"error: {velodyne}: size {size} bytes is not a multiple of 16 (4 float32 per point); "
         "truncated?"
     )
     assert sorted(str(p) for p in out.rglob("*")) == before
@@ -179,3 +206,68 @@ def test_cli_without_name_prints_usage():
     result = _run_cli("--data_dir=/tmp/unused")
     assert result.returncode == 2
     assert "usage: python -m data_prep.build NAME" in result.stderr
+
+
+def test_a_second_build_of_the_same_dataset_stops_naming_the_holder(tmp_path):
+    from damono_jax import locks
+
+    out = tmp_path / "out"
+    with locks.hold(out / ".build_probe.build.lock", "build of this dataset"):
+        with pytest.raises(locks.LockHeldError,
+                           match=rf"another build of this dataset holds "
+                                 rf"{out / '.build_probe.build.lock'} \(pid {os.getpid()} on "):
+            build_dataset("build_probe", out)
+        assert sorted(os.listdir(out)) == [".build_probe.build.lock"]
+    assert os.listdir(out) == []  # the lock file goes with its holder
+
+
+def test_a_failing_build_never_deletes_what_another_build_wrote(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    other = out / "synthetic_driving" / "source" / "1.0.0" / "shard.tfrecord"
+
+    def generate(self, count):  # another build writes its dataset while this one runs
+        other.parent.mkdir(parents=True, exist_ok=True)
+        other.write_text("another build's shard")
+        yield 0, {"value": 0}
+        raise DataError("probe/file.png", "broken on purpose")
+
+    monkeypatch.setattr(BuildProbe, "_generate_examples", generate)
+    with pytest.raises(DataError, match="broken on purpose"):
+        build_dataset("build_probe", out)
+    assert other.read_text() == "another build's shard"
+    assert sorted(os.listdir(out)) == ["synthetic_driving"]
+
+
+def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path):
+    leftover = tmp_path / "out" / "build_probe" / "incomplete.K1LL3D_1.0.0"
+    (leftover / "build_probe-train.tfrecord-00000-of-00001").parent.mkdir(parents=True)
+    (leftover / "build_probe-train.tfrecord-00000-of-00001").write_text("half")
+    summary = build_dataset("build_probe", tmp_path / "out")
+    assert not summary.reused and not leftover.exists()
+    assert sorted(os.listdir(tmp_path / "out" / "build_probe")) == ["1.0.0"]
+
+
+def test_sigterm_during_a_build_cleans_up_like_a_failure(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "data_prep.build", "synthetic_driving/source",
+         f"--data_dir={out}"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    config_dir = out / "synthetic_driving" / "source"
+    deadline = time.monotonic() + 240
+    while not (config_dir.is_dir() and any(p.name.startswith("incomplete.")
+                                           for p in config_dir.iterdir())):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: build of synthetic_driving/source stopped by SIGTERM; {out} holds no partial "
+        "dataset"
+    )
+    assert os.listdir(out) == []

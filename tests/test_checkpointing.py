@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from damono_jax import checkpointing
 from damono_jax.train import state as state_lib
@@ -78,3 +79,31 @@ def test_empty_directory_restores_nothing(tmp_path):
         assert checkpointer.latest_step() is None
         assert checkpointer.restore_latest(checkpointing.abstract_like(_state(0))) is None
 
+
+
+def _truncate_data_files(step_dir):
+    for path in step_dir.rglob("*"):
+        if path.is_file() and "/d/" in path.as_posix():
+            with open(path, "r+b") as handle:
+                handle.truncate(path.stat().st_size // 2)
+
+
+def test_a_checkpoint_that_does_not_restore_is_named_or_skipped(tmp_path, capfd):
+    with checkpointing.TrainCheckpointer(str(tmp_path), keep=3) as checkpointer:
+        for step in (1, 2):
+            checkpointer.save(step, _state(step), {"step": step, "data_position": step})
+    directory = tmp_path / checkpointing.CHECKPOINT_SUBDIR
+    _truncate_data_files(directory / "2")
+    abstract = checkpointing.abstract_like(_state(0))
+    with checkpointing.TrainCheckpointer(str(tmp_path), keep=3) as checkpointer:
+        with pytest.raises(checkpointing.CheckpointError) as refused:
+            checkpointer.restore_latest(abstract)  # eval / export: refuse, one line
+        assert str(refused.value).startswith(f"{directory}/2: checkpoint does not restore (")
+        assert "\n" not in str(refused.value)
+        assert (directory / "2").is_dir()
+        restored = checkpointer.restore_latest(abstract, fall_back=True)  # training
+        assert restored.step == 1 and checkpointer.all_steps() == [1]
+        _assert_trees_equal(restored.state.params, _state(1).params)
+        checkpointer.save(2, _state(5), {"step": 2, "data_position": 2})  # the step is free
+    assert (tmp_path / checkpointing.UNRESTORABLE_SUBDIR / "2").is_dir()
+    assert "Event loop is closed" not in capfd.readouterr().err  # Orbax's reader threads

@@ -217,3 +217,34 @@ def test_prepare_image_matches_the_eval_input_pipeline():
     expected = preprocessing.resize_image(image, INPUT_SIZE).numpy()
     prepared = inference_model.prepare_image(image, INPUT_SIZE)
     np.testing.assert_allclose(prepared, expected, atol=1e-4)
+
+
+def test_export_records_a_fingerprint_and_load_refuses_other_variables(tmp_path, variables):
+    first, second = tmp_path / "first", tmp_path / "second"
+    export.save_export(first, variables, make_metadata())
+    export.save_export(second, random_depth_net_variables(seed=9), make_metadata())
+    metadata = json.loads((first / "metadata.json").read_text())
+    assert metadata["variables_sha256"] == export.variables_fingerprint(variables)
+    assert len(metadata["variables_sha256"]) == 64
+    # Same structure and sizes, other bytes: what a corrupted copy looks like to Orbax.
+    import shutil
+
+    shutil.rmtree(first / "variables")
+    shutil.copytree(second / "variables", first / "variables")
+    with pytest.raises(export.ExportError,
+                       match=rf"{first / 'variables'}: the variables do not match "
+                             r"variables_sha256 in metadata\.json; the export is corrupt"):
+        inference_model.load_export(first)
+
+
+def test_corrupted_variable_bytes_are_refused(tmp_path, variables):
+    export.save_export(tmp_path / "export", variables, make_metadata())
+    data_files = [p for p in (tmp_path / "export" / "variables").rglob("*")
+                  if p.is_file() and "/d/" in p.as_posix()]
+    largest = max(data_files, key=lambda p: p.stat().st_size)
+    raw = bytearray(largest.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(255 - b for b in raw[middle:middle + 64])  # same size
+    largest.write_bytes(bytes(raw))
+    with pytest.raises(export.ExportError, match=rf"{tmp_path / 'export' / 'variables'}: "):
+        inference_model.load_export(tmp_path / "export")

@@ -14,10 +14,9 @@ from PIL import Image
 
 from data_prep import kitti
 from data_prep.build import build_dataset
-from data_prep.common import DataError
+from data_prep.common import DataError, stored_image
 from data_prep.kitti_eigen.kitti_eigen_dataset_builder import (
     CUSTOM_SPLITS_DIR,
-    _rgb8_png_bytes,
     parse_split_file,
     standard_frames,
 )
@@ -213,6 +212,22 @@ def test_read_calib_file_values_and_intrinsics(tmp_path):
     assert kitti.stereo_baseline(tmp_path) == pytest.approx(0.54, abs=1e-6)
 
 
+def test_trailing_blank_lines_are_accepted_in_calib_and_split_files(tmp_path):
+    calib = kitti_fixture.scaled_calibration("2011_09_26")
+    kitti_fixture.write_calibration(tmp_path, calib)
+    path = tmp_path / "calib_cam_to_cam.txt"
+    expected = kitti.read_calib_file(path)
+    path.write_text(path.read_text() + "\n \r\n\n")
+    values = kitti.read_calib_file(path)
+    assert values.keys() == expected.keys()
+    np.testing.assert_array_equal(values["P_rect_02"], expected["P_rect_02"])
+    split = tmp_path / "train_files.txt"
+    split.write_text("2011_09_26/2011_09_26_drive_0002_sync 5 l\n\n\n")
+    (frame,) = parse_split_file(split)
+    assert (frame.folder, frame.index, frame.side) == (
+        "2011_09_26/2011_09_26_drive_0002_sync", 5, "l")
+
+
 # ----------------------------------------------------------------- reader bad inputs
 @pytest.mark.parametrize(
     ("edit", "message"),
@@ -376,15 +391,16 @@ def test_standard_config_without_annotated_depth_has_no_eigen_benchmark(tmp_path
     assert example["name"].decode().endswith(" r")
 
 
-def test_only_8_bit_rgb_pngs_are_stored_as_they_are(tmp_path):
+def test_only_8_bit_rgb_pngs_and_jpegs_are_stored_as_they_are(tmp_path):
     image = random_rgb(1, 6, 10)
     write_rgb_png(tmp_path / "rgb.png", image)
-    assert _rgb8_png_bytes(str(tmp_path / "rgb.png")) == (tmp_path / "rgb.png").read_bytes()
-    Image.fromarray(np.dstack([image, image[..., :1]])).save(tmp_path / "rgba.png")
+    assert stored_image(tmp_path / "rgb.png", image) == (tmp_path / "rgb.png").read_bytes()
     Image.fromarray(image).save(tmp_path / "rgb.jpg")
+    assert stored_image(tmp_path / "rgb.jpg", image) == (tmp_path / "rgb.jpg").read_bytes()
+    Image.fromarray(np.dstack([image, image[..., :1]])).save(tmp_path / "rgba.png")
     write_gray_png(tmp_path / "gray.png", image[..., 0])
-    for name in ("rgba.png", "rgb.jpg", "gray.png"):
-        assert _rgb8_png_bytes(str(tmp_path / name)) is None
+    for name in ("rgba.png", "gray.png"):
+        assert stored_image(tmp_path / name, image) is image
 
 
 # ----------------------------------------------------------- builder bad inputs (+ cleanup)
@@ -396,6 +412,14 @@ def _bad_case(root, case):
     if case == "truncated_png":
         truncate_file(image)
         return rf"{image}: corrupt or truncated image"
+    if case == "png_end_cut":  # PIL decodes it; TensorFlow, which reads the dataset, not
+        truncate_file(image, os.path.getsize(image) - 12)
+        return rf"{image}: TensorFlow's PNG decoder rejects it \(.*\); the file is probably"
+    if case == "velodyne_empty":
+        truncate_file(raw / DRIVE_26 / "velodyne_points" / "data" / "0000000005.bin", 0)
+        return (r"0000000005.bin: frame 2011_09_26/2011_09_26_drive_0002_sync 0000000005 l "
+                r"\(listed at "
+                r".*train_files.txt:1\): no valid depth pixel")
     if case == "garbage_png":
         overwrite_with_garbage(image)
         return rf"{image}: corrupt or truncated image"
@@ -439,7 +463,8 @@ def _bad_case(root, case):
 
 @pytest.mark.parametrize(
     "case",
-    ["truncated_png", "garbage_png", "velodyne_size", "calib_missing_key", "image_size",
+    ["truncated_png", "png_end_cut", "velodyne_empty", "garbage_png", "velodyne_size",
+     "calib_missing_key", "image_size",
      "listed_frame_absent", "drive_folder_absent", "date_folder_absent", "no_date_folders",
      "no_custom_lists", "annotated_not_16_bit"],
 )

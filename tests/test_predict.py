@@ -192,3 +192,50 @@ def test_command_line(export_dir, image_folder, tmp_path):
     )
     assert bad.returncode == 2
     assert "--intrinsics=1,2: expected 4 comma-separated" in bad.stderr
+
+
+def test_read_image_scales_16_bit_and_converts_gray_rgba_and_palette(tmp_path):
+    gray16 = np.array([[0, 257, 65535], [32896, 1000, 65000]], np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")
+    image = predict.read_image(tmp_path / "gray16.png")
+    assert image.shape == (2, 3, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[..., 0], [[0, 1, 255], [128, 4, 253]])  # not clipped
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+    rgb = np.random.default_rng(3).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    Image.fromarray(np.dstack([rgb, np.full((4, 5), 7, np.uint8)])).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(predict.read_image(tmp_path / "rgba.png"), rgb)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray8.png")
+    np.testing.assert_array_equal(predict.read_image(tmp_path / "gray8.png"),
+                                  np.repeat(rgb[..., :1], 3, axis=-1))
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
+    palette = Image.open(tmp_path / "p.png").convert("RGB")
+    np.testing.assert_array_equal(predict.read_image(tmp_path / "p.png"), np.asarray(palette))
+    Image.fromarray(np.ones((3, 3), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(predict.PredictError, match=r"float\.tiff: unsupported image mode 'F'"):
+        predict.read_image(tmp_path / "float.tiff")
+
+
+def test_non_finite_output_is_an_error_naming_the_export(export_dir, image_folder, tmp_path):
+    model = inference_model.load_export(export_dir)
+    variables = jax_tree_with_nan(model.variables)
+    broken = tmp_path / "broken_export"
+    export.save_export(broken, variables, model.metadata)
+    with pytest.raises(predict.PredictError,
+                       match=rf"{broken}: the network's output for .*a\.png is NaN or Inf; "
+                             r"the export's variables are corrupt or diverged"):
+        predict.predict_images(broken, str(image_folder), tmp_path / "out", save=("npy",))
+    assert not (tmp_path / "out" / "a.npy").exists()
+
+
+def jax_tree_with_nan(variables: dict) -> dict:
+    """A copy of DepthNet variables whose depth decoder's output conv bias is NaN."""
+    import jax
+
+    def poison(path, leaf):
+        leaf = np.array(leaf)
+        if "depth_decoder" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(
+                path):
+            leaf[...] = np.nan
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(poison, variables)

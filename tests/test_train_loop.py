@@ -2,23 +2,26 @@
 
 import glob
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from damono_jax import checkpointing
+from damono_jax import checkpointing, locks
 from damono_jax.train import loop
 from tests.helpers import fast_compilation  # noqa: F401 (autouse fixture)
+from tests.test_checkpointing import _truncate_data_files
 from tests.test_train_step import in_memory_eval, in_memory_iterator, tiny_config
 
 
 def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint(
     tmp_path
 ):
-    """NaN input at step 5 stops the run naming step and term; checkpoint 4 stays the newest
-    and the restart resumes there and completes. (Bit-identity of a resumed run with an
-    uninterrupted one is checked end to end in test_main.test_resume_after_sigkill.)"""
+    """NaN input at step 5 stops the run naming step and term; checkpoint 4 stays the newest.
+    A second trainer on the workdir is refused; with checkpoint 4 then torn, the restart
+    moves it aside, resumes from step 2 and completes. (Bit-identity of a resumed run with
+    an uninterrupted one is checked end to end in test_main.test_resume_after_sigkill.)"""
     config = tiny_config("full", num_train_steps=6)
     workdir = str(tmp_path / "run")
     with pytest.raises(loop.NonFiniteLossError, match=r"^step 5: loss term 'depth' is nan"):
@@ -26,6 +29,14 @@ def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint
                                  eval_dataset_fn=in_memory_eval)
     with checkpointing.TrainCheckpointer(workdir, keep=3) as checkpointer:
         assert checkpointer.all_steps() == [2, 4]
+    # A second trainer on the workdir (here: this test holding its lock) is refused at once.
+    lock = os.path.join(workdir, f"{loop.TRAIN_LOCK}0")
+    with locks.hold(lock, "trainer"), pytest.raises(
+            locks.LockHeldError, match=rf"^another trainer holds {lock} \(pid {os.getpid()}"):
+        loop.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(),
+                                eval_dataset_fn=in_memory_eval)
+    # The newest checkpoint torn (a truncated file): the restart falls back to step 2.
+    _truncate_data_files(Path(workdir) / checkpointing.CHECKPOINT_SUBDIR / "4")
     resumed = loop.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(),
                                        eval_dataset_fn=in_memory_eval)
     assert int(resumed.step) == 6
@@ -38,3 +49,5 @@ def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(resumed.params))
     assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+    assert os.listdir(os.path.join(workdir, checkpointing.UNRESTORABLE_SUBDIR)) == ["4"]
+    assert not os.path.exists(lock)

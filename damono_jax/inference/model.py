@@ -13,15 +13,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from damono_jax import geometry
 from damono_jax.export import (
+    FINGERPRINT_KEY,
     METADATA_FILE,
     VARIABLES_DIR,
     ExportError,
     abstract_variables,
     check_metadata,
     to_host,
+    variables_fingerprint,
 )
 from damono_jax.models import DepthNet
 
@@ -154,7 +157,17 @@ def load_export(export_dir: str | os.PathLike) -> InferenceModel:
         raise ExportError(
             f"{variables_path}: cannot restore DepthNet variables: {error}"
         ) from error
-    return InferenceModel(metadata, to_host(variables))
+    variables = to_host(variables)
+    expected = metadata.get(FINGERPRINT_KEY)
+    if expected is None:
+        logging.warning("%s: records no %s (written before fingerprints); its variables are "
+                        "not verified", export_dir / METADATA_FILE, FINGERPRINT_KEY)
+    elif variables_fingerprint(variables) != expected:
+        raise ExportError(
+            f"{variables_path}: the variables do not match {FINGERPRINT_KEY} in "
+            f"{METADATA_FILE}; the export is corrupt (export it again)"
+        )
+    return InferenceModel(metadata, variables)
 
 
 # ----------------------------------------------------------------------------- SavedModel

@@ -16,7 +16,6 @@ top-level module.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,5 +143,7 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
+    from damono_jax import cli
+
     define_flags()
-    app.run(main, argv=sys.argv)
+    cli.run(main)

@@ -86,5 +86,7 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
+    from damono_jax import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -4,7 +4,9 @@ Resumes from the newest complete checkpoint in `workdir/checkpoints` (restored i
 abstract state, so `encoder_init` is not read again), else initialises. Resumes the data stream
 at that step, logs with clu (TensorBoard events in `workdir` and the console), evaluates every
 `eval_every_steps`, and stops with `NonFiniteLossError` ("step 37: loss term 'depth' is nan")
-without saving when a loss becomes NaN or Inf.
+without saving when a loss becomes NaN or Inf. A second trainer on the same workdir stops at
+once with `LockHeldError` naming the first; a dead trainer holds nothing. A newest checkpoint
+that does not restore is moved aside and the previous one is used (`checkpointing`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from damono_jax import checkpointing, config_utils, schedules
+from damono_jax import checkpointing, config_utils, locks, schedules
 from damono_jax.train import monitors, state, step, validation
+
+TRAIN_LOCK = ".train.lock.process"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,7 +57,8 @@ def _initial_state(
     config: Any, model: Any, mesh: Any, checkpointer: checkpointing.TrainCheckpointer
 ) -> tuple[state.TrainState, int]:
     """big_vision's order: resume > encoder_init > scratch. Returns (state, start step)."""
-    restored = checkpointer.restore_latest(state.abstract_train_state(config, model, mesh))
+    restored = checkpointer.restore_latest(state.abstract_train_state(config, model, mesh),
+                                           fall_back=True)
     if restored is None:
         return state.create_train_state(config, model, mesh), 0
     start_step = int(restored.meta["data_position"])
@@ -82,6 +87,19 @@ def train_and_evaluate(
     config_utils.validate(config, mode="train", num_devices=jax.device_count())
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    # One trainer per workdir (and process index): a restarted job whose old process still
+    # runs stops here instead of writing a second trajectory into the same checkpoints.
+    lock = os.path.join(workdir, f"{TRAIN_LOCK}{jax.process_index()}")
+    with locks.hold(lock, "trainer"):
+        return _train_and_evaluate(config, workdir, train_iterator_fn, eval_dataset_fn)
+
+
+def _train_and_evaluate(
+    config: Any,
+    workdir: str,
+    train_iterator_fn: Callable[[Any, int], Iterator[Mapping[str, np.ndarray]]] | None,
+    eval_dataset_fn: Callable[[Any], Any] | None,
+) -> state.TrainState:
     source_focal = None
     if train_iterator_fn is None or eval_dataset_fn is None:
         from damono_jax import input_pipeline  # TensorFlow only when it feeds the data

@@ -10,7 +10,14 @@ import tensorflow_datasets as tfds
 
 from data_prep import features
 from data_prep.cityscapes_depth import layout
-from data_prep.common import DataError, manual_dir_of, read_rgb, read_uint8_gray, read_uint16
+from data_prep.common import (
+    DataError,
+    manual_dir_of,
+    read_rgb,
+    read_uint8_gray,
+    read_uint16,
+    require_valid_depth,
+)
 from data_prep.labels import cityscapes_label_ids_to_train_ids
 
 _DESCRIPTION = """\
@@ -87,6 +94,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # Depth at full resolution first, then the same row crop for every map.
         depth = layout.disparity_to_depth(disparity, camera.baseline, camera.fx)
         top, bottom = layout.crop_rows(image.shape[0])
+        require_valid_depth(frame.disparity_path, depth[top:bottom], frame.name)
         return {
             "image": image[top:bottom],
             "depth": depth[top:bottom],

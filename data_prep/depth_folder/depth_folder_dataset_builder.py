@@ -11,7 +11,14 @@ from absl import logging
 from PIL import Image
 
 from data_prep import features
-from data_prep.common import DataError, manual_dir_of, read_rgb, read_uint16
+from data_prep.common import (
+    DataError,
+    manual_dir_of,
+    read_rgb,
+    read_uint16,
+    require_valid_depth,
+    stored_image,
+)
 from data_prep.depth_folder import layout
 from data_prep.labels import IGNORE_ID, NUM_CLASSES
 
@@ -35,14 +42,6 @@ Put your frames into manual_dir as
                                              (pixels), or per image under "images"; a
                                              manual_dir/intrinsics.json serves every split
 """
-
-
-def _image_value(path: Path, array: np.ndarray) -> str | np.ndarray:
-    """The file path (stored byte for byte) for RGB PNG/JPEG files, else the decoded array."""
-    with Image.open(path) as image:
-        if image.mode == "RGB" and image.format in ("PNG", "JPEG"):
-            return str(path)
-    return array
 
 
 def _read_label(path: Path, image: np.ndarray) -> np.ndarray:
@@ -122,7 +121,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _example(self, frame: layout.Frame) -> dict:
         image = read_rgb(frame.image_path)
         example = {
-            "image": _image_value(frame.image_path, image),
+            "image": stored_image(frame.image_path, image),
             "intrinsics": frame.intrinsics,
             "name": frame.name,
         }
@@ -133,11 +132,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         else:
             depth = layout.depth_from_png(read_uint16(frame.depth_path))
         _check_size(frame.depth_path, depth, image)
-        if not (depth > 0).any():
-            raise DataError(
-                frame.depth_path,
-                f"frame {frame.name}: no valid depth pixel (every value is 0)",
-            )
+        require_valid_depth(frame.depth_path, depth, frame.name)
         if frame.label_path is None:
             label = np.full(image.shape[:2], IGNORE_ID, np.uint8)
         else:

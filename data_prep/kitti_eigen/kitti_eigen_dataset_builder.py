@@ -28,7 +28,14 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from data_prep import features, kitti
-from data_prep.common import DataError, read_rgb, read_uint16
+from data_prep.common import (
+    DataError,
+    numbered_lines,
+    read_rgb,
+    read_uint16,
+    require_valid_depth,
+    stored_image,
+)
 
 SPLIT_NAMES = ("train", "val", "test", "eigen_benchmark")
 CUSTOM_SPLITS_DIR = "kitti_eigen_splits"
@@ -81,7 +88,7 @@ def parse_split_file(path: str | os.PathLike, text: str | None = None) -> list[F
             text = handle.read()
     frames = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in numbered_lines(text):
         fields = line.split()
         if len(fields) != 3:
             raise DataError(
@@ -292,30 +299,15 @@ def _make_example(
         depth = kitti.project_points_to_depth(
             points, calibration.projections[frame.cam], calibration.shape, vel_depth=True
         )
+    require_valid_depth(paths[depth_key], depth, f"{frame.name} (listed at {frame.source})")
     return {
         # KITTI's own 8-bit RGB PNG bytes are stored as they are (decoding them gives exactly
         # `image`); re-encoding with TF's PNG encoder costs ~1 s per full-size frame.
-        "image": _rgb8_png_bytes(paths["image"]) or image,
+        "image": stored_image(paths["image"], image),
         "depth": depth,
         "intrinsics": calibration.intrinsics[frame.cam],
         "name": frame.name,
     }
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _rgb8_png_bytes(path: str) -> bytes | None:
-    """The file's bytes if it is an 8-bit truecolour (RGB) PNG, else None.
-
-    Reads the IHDR chunk: bytes 24 and 25 are the bit depth and the colour type (2 = RGB).
-    """
-    with open(path, "rb") as handle:
-        data = handle.read()
-    is_rgb8_png = (
-        data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == 2
-    )
-    return data if is_rgb8_png else None
 
 
 def _check_root(root: str) -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from data_prep import features
-from data_prep.common import DataError, manual_dir_of, read_rgb, read_uint16
+from data_prep.common import (
+    DataError,
+    manual_dir_of,
+    read_rgb,
+    read_uint16,
+    require_valid_depth,
+    stored_image,
+)
 from data_prep.labels import ColorLut
 from data_prep.vkitti import layout
 
@@ -48,14 +53,6 @@ config v2: vkitti_2.0.3_rgb.tar, vkitti_2.0.3_depth.tar,
 vkitti_2.0.3_classSegmentation.tar, vkitti_2.0.3_textgt.tar.gz, giving
 {_expected_listing(layout.V2_EXPECTED)}
 """
-
-
-def _image_value(path: Path, array: np.ndarray) -> str | np.ndarray:
-    """The file path (stored byte for byte) for RGB PNG/JPEG files, else the decoded array."""
-    with Image.open(path) as image:
-        if image.mode == "RGB" and image.format in ("PNG", "JPEG"):
-            return os.fspath(path)
-    return array
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -107,6 +104,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         image = read_rgb(frame.rgb_path)
         depth = layout.depth_to_metres(read_uint16(frame.depth_path))
         layout.check_same_size(frame.depth_path, depth, frame.rgb_path, image.shape)
+        require_valid_depth(frame.depth_path, depth, frame.name)
         class_colors = read_rgb(frame.class_path)
         layout.check_same_size(frame.class_path, class_colors, frame.rgb_path, image.shape)
         label = color_lut(class_colors, frame.class_path)
@@ -126,7 +124,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 )
             intrinsics = table[frame.frame_index]
         return {
-            "image": _image_value(frame.rgb_path, image),
+            "image": stored_image(frame.rgb_path, image),
             "depth": depth,
             "label": label[..., None],
             "intrinsics": intrinsics,

@@ -1,0 +1,139 @@
+"""What every command-line tool does with user errors and library logs.
+
+    if __name__ == "__main__":
+        cli.run(main)          # instead of absl's app.run(main)
+
+A user error ends the tool with one `error: ...` line on stderr, naming the flag, config key,
+file or frame, and exit status 2 for a usage error (a flag or config value) or 1 for a data
+error (a file, dataset, export, checkpoint or lock); `--verbose` adds the traceback. Usage
+errors are `flags.Error`, `app.UsageError`, `UsageError` and `ValueError`s whose message
+starts with `config.` or `--` (the project's convention for naming a key or flag); data
+errors are the types of `_data_errors()`. Anything else is a bug and keeps its traceback.
+
+Unless `--verbose`, the console shows the project's own progress and results: INFO lines of
+Orbax, TFDS, TensorFlow, JAX and etils are dropped there (`add_log_file` keeps everything in
+a file), and TensorFlow's C++ INFO lines are off (`TF_CPP_MIN_LOG_LEVEL=1` unless set).
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before anything imports TensorFlow
+
+from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+
+USAGE_EXIT, DATA_EXIT = 2, 1
+# Loggers (by the module that logs) whose INFO lines stay off the console unless --verbose.
+QUIET_LIBRARIES = ("orbax", "tensorflow_datasets", "tensorflow", "jax", "etils", "absl",
+                   "flax", "jax2onnx", "onnx_ir")
+
+
+class UsageError(ValueError):
+    """A bad flag or config value (exit status 2)."""
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    from damono_jax import checkpointing, locks
+    from damono_jax.export import ExportError
+    from damono_jax.predict import PredictError
+    from data_prep.common import DataError
+
+    return (DataError, ExportError, PredictError, checkpointing.CheckpointError,
+            locks.LockHeldError,
+            FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+            PermissionError)
+
+
+def exit_status(error: BaseException) -> int | None:
+    """2 for a usage error, 1 for a data error, None for anything else (a bug)."""
+    if isinstance(error, flags.Error | app.UsageError | UsageError):
+        return USAGE_EXIT
+    if isinstance(error, ValueError) and str(error).startswith(("config.", "--")):
+        return USAGE_EXIT
+    if isinstance(error, _data_errors()):
+        return DATA_EXIT
+    return None
+
+
+def fail(message: str, status: int) -> NoReturn:
+    """Prints `error: message` (one line) on stderr and exits with `status`."""
+    sys.stdout.flush()
+    print("error: " + " ".join(message.split("\n")).strip(), file=sys.stderr)
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
+def _flag_parse_message(error: Exception, argv: Sequence[str]) -> str:
+    """A parse error as one line; ml_collections' unknown-key AttributeError names its flag."""
+    text = str(error.args[0]) if error.args else str(error)
+    text = " ".join(text.replace("\\n", "\n").replace("\\", "").split()).strip("'\" ")
+    unknown = re.match(r"'?([A-Za-z0-9_]+)'? Did you mean", text) or re.fullmatch(
+        r"'?([A-Za-z0-9_]+)'?", text)
+    for argument in argv:
+        name = argument.split("=", 1)[0]
+        if unknown and name.startswith("--config.") and name.endswith("." + unknown.group(1)):
+            hint = text[unknown.end() - len("Did you mean"):] if "Did you mean" in text else ""
+            return f"{name}: no such config key" + (f" ({hint})" if hint else "")
+    return text
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+        fail(_flag_parse_message(error, argv), USAGE_EXIT)
+
+
+class _QuietLibraries(std_logging.Filter):
+    """Drops records below WARNING logged from the modules of `QUIET_LIBRARIES`."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.levelno >= std_logging.WARNING:
+            return True
+        path = record.pathname.replace(os.sep, "/")
+        return not any(f"/{library}/" in path for library in QUIET_LIBRARIES)
+
+
+def quiet_library_logs() -> None:
+    """Keeps the libraries' INFO lines off the console (absl's stderr handler)."""
+    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def add_log_file(path: str | os.PathLike) -> None:
+    """Appends every log record (all libraries, INFO and up) to `path`."""
+    handler = std_logging.FileHandler(os.fspath(path))
+    handler.setFormatter(std_logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"))
+    handler.setLevel(std_logging.INFO)
+    absl_logging.get_absl_logger().addHandler(handler)
+
+
+def run(main: Callable[[list[str]], None]) -> NoReturn:
+    """`app.run(main)` with one-line user errors, their exit statuses and quiet libraries."""
+    flags.DEFINE_boolean("verbose", False,
+                         "Show tracebacks of user errors and the libraries' INFO logs.")
+
+    def wrapped(argv: list[str]) -> None:
+        verbose = flags.FLAGS.verbose
+        if not verbose:
+            quiet_library_logs()
+        try:
+            main(argv)
+        except Exception as error:
+            status = exit_status(error)
+            if status is None:
+                raise
+            if verbose:
+                traceback.print_exc()
+            fail(str(error), status)
+
+    app.run(wrapped, flags_parser=_parse_flags)
+    raise SystemExit(0)

@@ -1,0 +1,105 @@
+"""damono_jax.cli: user errors of every tool end in one `error:` line, exit 2 or 1, nothing
+written; tracebacks only with --verbose."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from absl import flags
+
+from damono_jax import checkpointing, cli, locks
+from damono_jax.export import ExportError
+from data_prep.common import DataError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (ValueError("config.data.image_size: (190, 640) is not a multiple of 32"), 2),
+    (ValueError("--focal: must be > 0 pixels, got -1"), 2),
+    (cli.UsageError("usage: python -m data_prep.build NAME"), 2),
+    (flags.IllegalFlagValueError("bad"), 2),
+    (DataError("a.png", "corrupt"), 1),
+    (DataError("--manual_dir", "kitti_eigen needs its source files"), 2),
+    (ExportError("export: missing"), 1),
+    (checkpointing.CheckpointError("ckpt/3: checkpoint does not restore"), 1),
+    (locks.LockHeldError("another trainer holds w/.train.lock.process0"), 1),
+    (FileNotFoundError("config.data.source: not built"), 1),
+    (ValueError("operands could not be broadcast"), None),  # a bug keeps its traceback
+    (KeyError("x"), None),
+])
+def test_exit_status_of_usage_data_and_other_errors(error, status):
+    assert cli.exit_status(error) == status
+
+
+def _cases(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
+    """name -> (command after `python -m`, exit status, exact last stderr line)."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    empty = tmp_path / "empty_data"
+    main = ["damono_jax.main", "--config=configs/synthetic.py"]
+    return {
+        "config_key_typo": (
+            [*main, f"--workdir={tmp_path / 'w1'}", "--config.bach_size=4"], 2,
+            'error: --config.bach_size: no such config key (Did you mean "batch_size" '
+            'instead of "bach_size"?)'),
+        "bad_image_size": (
+            [*main, f"--workdir={tmp_path / 'w2'}", "--config.data.image_size=(190,640)"], 2,
+            "error: config.data.image_size: (190, 640) is not a multiple of 32"),
+        "workdir_is_a_file": (
+            [*main, f"--workdir={afile}"], 2,
+            f"error: --workdir={afile}: exists and is not a folder"),
+        "dataset_not_built": (
+            [*main, f"--workdir={tmp_path / 'w3'}", f"--config.data.data_dir={empty}"], 1,
+            f"error: config.data.source: dataset 'synthetic_driving/source' is not built in "
+            f"{empty} (no {empty}/synthetic_driving/source/1.1.0/dataset_info.json); build it "
+            f"with: python -m data_prep.build synthetic_driving/source --data_dir={empty}"),
+        "export_without_workdir": (
+            [*main, f"--workdir={tmp_path / 'w4'}", "--mode=export"], 2,
+            f"error: --workdir={tmp_path / 'w4'}: no such folder (train first with "
+            "--mode=train)"),
+        "predict_missing_input": (
+            [*main, f"--workdir={tmp_path}", "--mode=predict",
+             f"--input={tmp_path / 'none'}", f"--output={tmp_path / 'out'}"], 2,
+            f"error: --input={tmp_path / 'none'}: no such file or folder, and the glob matches "
+            "no files"),
+        "evaluate_output_is_a_file": (
+            ["damono_jax.evaluate", f"--export={tmp_path}", f"--data_dir={empty}",
+             f"--output={afile}"], 2,
+            f"error: --output={afile}: exists and is not a folder"),
+        "predict_missing_export": (
+            ["damono_jax.predict", f"--export={tmp_path / 'none'}", f"--input={afile}",
+             f"--output={tmp_path / 'out'}"], 1,
+            f"error: {tmp_path / 'none'}: export directory does not exist"),
+        "build_unknown_dataset": (
+            ["data_prep.build", "kitti_eigne", f"--data_dir={tmp_path / 'd'}"], 2,
+            "error: unknown dataset 'kitti_eigne'; data_prep registers: cityscapes_depth, "
+            "depth_folder, kitti_eigen, synthetic_driving, vkitti"),
+    }
+
+
+def test_user_errors_end_in_one_line_with_their_status_and_write_nothing(tmp_path):
+    cases = _cases(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    commands = {**{name: case[0] for name, case in cases.items()},
+                "verbose": [*cases["bad_image_size"][0], "--verbose"]}
+    processes = {  # concurrently: each spends its few seconds importing JAX and TensorFlow
+        name: subprocess.Popen([sys.executable, "-m", *command], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, command in commands.items()
+    }
+    results = {name: (process.wait(timeout=300), process.communicate()[1])
+               for name, process in processes.items()}
+    for name, (_, status, line) in cases.items():
+        code, stderr = results[name]
+        assert (code, stderr.strip().splitlines()[-1]) == (status, line), (name, stderr[-3000:])
+        assert "Traceback" not in stderr, name
+    code, stderr = results["verbose"]
+    assert code == 2 and "Traceback (most recent call last)" in stderr
+    assert stderr.strip().splitlines()[-1] == cases["bad_image_size"][2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written

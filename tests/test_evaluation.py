@@ -202,6 +202,11 @@ def test_bad_inputs_name_the_image():
         evaluation.evaluate([gt, gt], [good, np.zeros_like(good)], crop="none")
     with pytest.raises(ValueError, match=r"gt_depths\[0\]: no valid ground-truth pixels"):
         evaluation.evaluate([np.zeros_like(gt)], [good], crop="none")
+    evaluator = evaluation.Evaluator(caps=(80,), crop="none")
+    evaluator.add(gt, good, "test/frame_0000")
+    with pytest.raises(ValueError, match=r"^gt_depths\[1\] \(frame test/frame_0001\): no valid "
+                                         r"ground-truth pixels under cap=80, crop=none$"):
+        evaluator.add(np.zeros_like(gt), good, "test/frame_0001")
     with pytest.raises(ValueError, match=r"pred_disps\[0\]: expected a 2-D"):
         evaluation.evaluate([gt], [good[None, None]], crop="none")
     with pytest.raises(ValueError, match="no images"):

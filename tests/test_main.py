@@ -1,6 +1,5 @@
 """damono_jax.main end to end: resume after SIGKILL, invalid configs, eval/export without torch."""
 
-import json
 import os
 import re
 import signal
@@ -11,8 +10,6 @@ import time
 import jax
 import numpy as np
 import pytest
-
-from tests import helpers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,44 +116,3 @@ def test_resume_after_sigkill(tmp_path, synthetic_data_dir):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     print(f"resume test: killed after {killed_after:.1f} s (first checkpoint written), resumed "
           f"at step {resumed_step}, total {total:.1f} s")
-
-
-# Runs damono_jax.main with `torch` made unimportable (sys.modules[name] = None).
-_WITHOUT_TORCH = (
-    "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['main'] + sys.argv[1:]; "
-    "runpy.run_module('damono_jax.main', run_name='__main__')"
-)
-
-
-def test_export_and_eval_of_a_run_started_from_a_pth_need_neither_the_file_nor_torch(
-    tmp_path, synthetic_data_dir
-):
-    """Train 2 steps from a torchvision .pth, delete it, then --mode=export and --mode=eval in
-    processes where `import torch` fails: the checkpoint is restored into abstract shapes and
-    `encoder_init` is never read again."""
-    import torch
-
-    pth = tmp_path / "resnet18.pth"
-    torch.save(helpers.random_resnet18_state(), pth)
-    workdir = str(tmp_path / "run")
-    # Lowest XLA optimisation level: this test checks what is read, not the numbers.
-    env = dict(_environment(str(tmp_path / "jax_cache")), JAX_DISABLE_MOST_OPTIMIZATIONS="1")
-    overrides = [f for f in _main_command(workdir, synthetic_data_dir)[3:]  # after `-m main`
-                 if f.startswith("--config.")]
-    command = ["--config=configs/synthetic.py:baseline", f"--workdir={workdir}", *overrides,
-               "--config.num_train_steps=2", "--config.checkpoint_every_steps=2",
-               f"--config.model.encoder_init={pth}"]
-    trained = subprocess.run([sys.executable, "-m", "damono_jax.main", *command], cwd=REPO_ROOT,
-                             env=env, capture_output=True, text=True, timeout=600)
-    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-5000:]
-    pth.unlink()
-
-    for mode in ("export", "eval"):
-        run = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *command, f"--mode={mode}"],
-                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, (mode, (run.stdout + run.stderr)[-5000:])
-    with open(os.path.join(workdir, "export", "metadata.json")) as handle:
-        assert json.load(handle)["step"] == 2
-    with open(os.path.join(workdir, "eval_synthetic_driving_target_val_step2.json")) as handle:
-        results = json.load(handle)
-    assert results["step"] == 2 and 0.0 < results["val/abs_rel"] < 10.0

@@ -36,9 +36,25 @@ TRAIN_OVERRIDES = {  # tiny: the commands are checked, not the model
 }
 
 
+# Runs damono_jax.main with `torch` made unimportable (sys.modules[name] = None).
+_WITHOUT_TORCH = (
+    "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['main'] + sys.argv[1:]; "
+    "runpy.run_module('damono_jax.main', run_name='__main__')"
+)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
+    """The README's commands, training from a torchvision .pth that is then deleted; export
+    and eval run where `import torch` fails: a checkpoint is restored into abstract shapes and
+    `encoder_init` is never read again."""
+    import torch
+
+    from tests import helpers
+
     root = tmp_path_factory.mktemp("own_footage")
+    pth = root / "resnet18.pth"
+    torch.save(helpers.random_resnet18_state(), pth)
     make_folder(root / "my_source", labelled=True, splits={"train": 4, "val": 2},
                 fx=FX, widths=WIDTHS)
     make_folder(root / "my_footage", labelled=False, splits={"train": 4, "test": 2},
@@ -48,12 +64,23 @@ def trained_run(tmp_path_factory) -> Path:
     commands = readme_commands()
     assert len(commands) == 3 and commands[2].startswith("python -m damono_jax.main")
     commands[2] += "".join(f" --config.{key}={value}" for key, value in TRAIN_OVERRIDES.items())
-    for command in [*commands, commands[2] + " --mode=export"]:
+    commands[2] += f" --config.model.encoder_init={pth}"
+    for index, command in enumerate([*commands, commands[2] + " --mode=export",
+                                     commands[2] + " --mode=eval"]):
         argv = shlex.split(command)
         assert argv[0] == "python"
+        if index == 3:  # after training: no .pth, no torch
+            pth.unlink()
+        if index >= 3:
+            argv = ["python", "-c", _WITHOUT_TORCH, *argv[3:]]  # after `-m damono_jax.main`
         result = subprocess.run([sys.executable, *argv[1:]], cwd=root, env=env,
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, (command, (result.stdout + result.stderr)[-4000:])
+        # The libraries' INFO lines stay off the console (damono_jax.cli) ...
+        assert "_NonBlockingMetadataStore" not in result.stderr, command
+    # ... and go to the run's log file, with the project's own lines.
+    log = (root / "runs" / "mine" / "log.txt").read_text()
+    assert "_NonBlockingMetadataStore" in log and "Training full from step 0" in log
     return root
 
 
@@ -63,7 +90,9 @@ def test_the_readme_commands_train_on_the_folders_and_record_the_source_camera(t
     metadata = json.loads((run / "export" / "metadata.json").read_text())
     assert metadata["source_dataset"] == "depth_folder/labelled"
     assert metadata["target_dataset"] == "depth_folder/unlabelled"
-    assert metadata["variant"] == "full"
+    assert metadata["variant"] == "full" and metadata["step"] == 2
+    evaluated = json.loads((run / "eval_depth_folder_labelled_val_step2.json").read_text())
+    assert evaluated["step"] == 2 and np.isfinite(evaluated["val/abs_rel"])
     # The median of fx / W over the stored source frames (widths 96 and 128 alternate).
     assert metadata["train_focal_x_normalized"] == pytest.approx(
         np.median([FX / WIDTHS[i % 2] for i in range(4)]), rel=1e-6

@@ -44,10 +44,11 @@ def _data_errors() -> tuple[type[BaseException], ...]:
     from damono_jax import checkpointing, locks
     from damono_jax.export import ExportError
     from damono_jax.predict import PredictError
+    from damono_jax.train.step import NonFiniteLossError
     from data_prep.common import DataError
 
     return (DataError, ExportError, PredictError, checkpointing.CheckpointError,
-            locks.LockHeldError,
+            locks.LockHeldError, NonFiniteLossError,
             FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
             PermissionError)
 

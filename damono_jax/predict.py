@@ -98,6 +98,8 @@ def read_image(path: Path) -> np.ndarray:
                     "grayscale or palette, or 16-bit grayscale)"
                 )
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except PredictError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise PredictError(f"{path}: cannot read image: {error}") from error
 

@@ -7,24 +7,20 @@ stand-alone command that does the same thing. Steps whose output exists are reus
 second run only repeats evaluation and prediction.
 
 `--max_examples_per_split=N` builds at most N frames per split (a quick look, and the smoke
-test in tests/test_demo.py); the default builds the full 1000/200/200. A data folder that
-already holds a build of another size is not reused silently: the run stops with an error
-naming that folder (delete it or pick another `--workdir`).
+test in tests/test_demo.py); the default builds the full 1000/200/200. A trial build of
+another size in the data folder is rebuilt, not reused (`data_prep.build` records how each
+build was made).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
-
-if TYPE_CHECKING:
-    from data_prep.build import BuildSummary
 
 FLAGS = flags.FLAGS
 # What `make ablation` found (docs/ablation_synthetic.md has the numbers and every run).
@@ -62,50 +58,6 @@ def write_sample_images(config, data_dir: str, output_dir: str, count: int) -> l
     return sorted(paths)
 
 
-def expected_split_sizes(
-    name: str, data_dir: str, max_examples_per_split: int | None
-) -> dict[str, int]:
-    """Examples per split that `build_dataset(name, data_dir, max_examples_per_split=...)`
-    writes: the builder config's `split_sizes`, each capped at `max_examples_per_split`."""
-    import tensorflow_datasets as tfds
-
-    import data_prep  # noqa: F401 (registers the builders)
-
-    builder_config = tfds.builder(name, data_dir=data_dir).builder_config
-    sizes = getattr(builder_config, "split_sizes", None)
-    if sizes is None:
-        raise ValueError(
-            f"dataset {name!r}: the demo needs a builder config with split_sizes "
-            "(a synthetic_driving config)"
-        )
-    if max_examples_per_split is None:
-        return dict(sizes)
-    return {split: min(count, max_examples_per_split) for split, count in sizes.items()}
-
-
-def build_demo_dataset(
-    name: str, data_dir: str, max_examples_per_split: int | None = None
-) -> BuildSummary:
-    """Builds (or reuses) `name` in `data_dir`; returns the build summary.
-
-    Raises ValueError naming the dataset folder when it already holds a build whose split
-    sizes differ from what `max_examples_per_split` asks for (TFDS would reuse it as is).
-    """
-    from data_prep import build
-
-    summary = build.build_dataset(name, data_dir, max_examples_per_split=max_examples_per_split)
-    expected = expected_split_sizes(name, data_dir, max_examples_per_split)
-    found = {split: info.num_examples for split, info in summary.splits.items()}
-    if found != expected:
-        asked = ("the full builder" if max_examples_per_split is None
-                 else f"--max_examples_per_split={max_examples_per_split}")
-        raise ValueError(
-            f"{summary.dataset_dir}: holds {name} with {found} examples per split, but "
-            f"{asked} needs {expected}; delete that folder or use another --workdir"
-        )
-    return summary
-
-
 def run_demo(
     config, workdir: str, num_predict_images: int = 4, max_examples_per_split: int | None = None
 ) -> dict:
@@ -116,6 +68,7 @@ def run_demo(
     from damono_jax import evaluate, predict
     from damono_jax.inference import checkpoint as checkpoint_serving
     from damono_jax.train import loop
+    from data_prep import build
 
     if max_examples_per_split is not None and max_examples_per_split < 1:
         raise ValueError(
@@ -134,7 +87,9 @@ def run_demo(
                   f"python -m data_prep.build synthetic_driving/source --data_dir={data_dir}"
                   f"{limit}  (and synthetic_driving/target)")
     for name in sorted({config.data.source, config.data.target, config.data.eval}):
-        print(build_demo_dataset(name, data_dir, max_examples_per_split), flush=True)
+        summary = build.build_dataset(name, data_dir,
+                                      max_examples_per_split=max_examples_per_split)
+        print(summary, flush=True)
     _done(start)
 
     start = _step(2, f"Train the '{config.variant}' model ({config.num_train_steps} steps)",

@@ -23,12 +23,9 @@ from clu import metric_writers, periodic_actions
 
 from damono_jax import checkpointing, config_utils, locks, schedules
 from damono_jax.train import monitors, state, step, validation
+from damono_jax.train.step import NonFiniteLossError
 
 TRAIN_LOCK = ".train.lock.process"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or Inf; training stopped without saving that state."""
 
 
 def _checkpoint_meta(config: Any, step_number: int,

@@ -89,7 +89,7 @@ def evaluate_export(
       `{"results": {cap_key: evaluation dict without per_image}, "table": str,
       "output_dir": str, ...}`; cap keys are "80", "50" or "none".
     """
-    from damono_jax import input_pipeline  # TF and TFDS: imported only when evaluating
+    from damono_jax import datasets, input_pipeline  # TF and TFDS: only when evaluating
 
     if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise ValueError(f"--output={output_dir}: exists and is not a folder")
@@ -101,7 +101,7 @@ def evaluate_export(
     model = inference_model.load_export(export_dir)
     gt_source = gt_description(dataset, split)
     evaluator = evaluation.Evaluator(caps=caps, crop=crop, scaling=scaling, gt_source=gt_source)
-    builder = input_pipeline.load_builder(os.fspath(data_dir), dataset, "--dataset")
+    builder = datasets.load_builder(os.fspath(data_dir), dataset, "--dataset")
     if split not in builder.info.splits:
         raise ValueError(
             f"--split={split}: dataset {dataset!r} has no such split; it has "

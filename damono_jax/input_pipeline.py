@@ -38,7 +38,6 @@ Evaluation (`create_eval_dataset`) yields one example at a time (see its docstri
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -46,8 +45,8 @@ import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from absl import logging
 
+from damono_jax import datasets
 from damono_jax.preprocessing import flip_and_jitter, resize_image, resize_nearest
 
 # Features each stream reads. Missing ones are an error naming the dataset.
@@ -59,77 +58,11 @@ _STREAM_CODES = {"source": 1, "target": 2}
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-# --------------------------------------------------------------------------- datasets
-
-
-def _hide_gpus_from_tf() -> None:
-    """Keeps TF off the accelerators (JAX owns their memory); a no-op once TF has initialised."""
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-        pass  # TF's devices are already initialised; with tensorflow-cpu there is no GPU
-
-
-def _build_command(name: str, data_dir: str, builder_cls: type) -> str:
-    needs_manual_dir = getattr(builder_cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
-    manual = " --manual_dir=SRC" if needs_manual_dir else ""
-    return f"python -m data_prep.build {name} --data_dir={data_dir}{manual}"
-
-
-def load_builder(data_dir: str | None, name: str, key: str) -> tfds.core.DatasetBuilder:
-    """The built TFDS dataset `name` ("name" or "name/config") in `data_dir`.
-
-    `key` says where the name came from (`config.data.source`, `--dataset`) in the errors:
-    `ValueError` if `data_dir` is unset or the name is unknown, `FileNotFoundError` (naming
-    the path and the build command) if the dataset is not built there.
-    """
-    import data_prep  # noqa: F401  (registers the project's builders)
-
-    if not data_dir:
-        raise ValueError(
-            "config.data.data_dir is not set: pass --config.data.data_dir=DIR, the TFDS "
-            "data_dir the datasets were built into (python -m data_prep.build NAME "
-            "--data_dir=DIR)"
-        )
-    try:
-        builder = tfds.builder(name, data_dir=os.fspath(data_dir))
-    except (tfds.core.registered.DatasetNotFoundError, ValueError) as error:
-        raise ValueError(f"{key}: cannot load dataset {name!r}: {error}") from error
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"{key}: dataset {name!r} is not built in {data_dir} (no "
-            f"{os.path.join(os.fspath(builder.data_dir), 'dataset_info.json')}); build it "
-            f"with: {_build_command(name, os.fspath(data_dir), type(builder))}"
-        )
-    return builder
-
-
-def _check_features(builder: tfds.core.DatasetBuilder, key: str, name: str,
-                    required: Sequence[str]) -> None:
-    available = list(builder.info.features.keys())
-    missing = [feature for feature in required if feature not in available]
-    if missing:
-        raise ValueError(
-            f"{key}: dataset {name!r} at {builder.data_dir} lacks feature(s) "
-            f"{missing} needed here; it has {available}"
-        )
-
-
-def _check_split(builder: tfds.core.DatasetBuilder, key: str, name: str, split: str) -> None:
-    if split not in builder.info.splits:
-        raise ValueError(
-            f"{key}: dataset {name!r} at {builder.data_dir} has no split "
-            f"{split!r}; it has {sorted(builder.info.splits.keys())}"
-        )
-    if builder.info.splits[split].num_examples == 0:
-        raise ValueError(f"{key}: split {split!r} of dataset {name!r} is empty")
-
-
 def check_datasets(data: Any, *, mode: str, use_target_images: bool) -> None:
     """The streams `mode` reads are built, with their features and splits (before a run).
 
     "train" reads source, target (if `use_target_images`) and eval; "eval" the eval stream.
-    Errors name the config key, as `load_builder` does.
+    Errors name the config key, as `datasets.load_builder` does.
     """
     streams = {"source": SOURCE_FEATURES, "target": TARGET_FEATURES}
     if mode != "train":
@@ -138,32 +71,9 @@ def check_datasets(data: Any, *, mode: str, use_target_images: bool) -> None:
         streams.pop("target")
     for stream, features in {**streams, "eval": EVAL_FEATURES}.items():
         key = f"config.data.{stream}"
-        builder = load_builder(data.data_dir, data[stream], key)
-        _check_features(builder, key, data[stream], features)
-        _check_split(builder, key, data[stream], data[f"{stream}_split"])
-
-
-def _read_records(builder: tfds.core.DatasetBuilder, split: str) -> tuple[tf.data.Dataset, int]:
-    """Serialized records of `split` (a split name or sub-split) in file order, and count."""
-    split_info = builder.info.splits[split]
-    instructions = split_info.file_instructions
-    filenames = [os.fspath(instruction.filename) for instruction in instructions]
-    skips = [int(instruction.skip) for instruction in instructions]
-    takes = [int(instruction.take) for instruction in instructions]
-    instructions_ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(filenames, tf.string), tf.constant(skips, tf.int64),
-         tf.constant(takes, tf.int64))
-    )
-    records = instructions_ds.flat_map(
-        lambda filename, skip, take: tf.data.TFRecordDataset(filename).skip(skip).take(take)
-    )
-    return records, int(split_info.num_examples)
-
-
-def _decoder(builder: tfds.core.DatasetBuilder, features: Sequence[str]):
-    """A function serialized record -> dict of the decoded `features` only."""
-    subset = tfds.features.FeaturesDict({name: builder.info.features[name] for name in features})
-    return subset.deserialize_example
+        builder = datasets.load_builder(data.data_dir, data[stream], key)
+        datasets.check_features(builder, key, data[stream], features)
+        datasets.check_split(builder, key, data[stream], data[f"{stream}_split"])
 
 
 def _stream_seeds(seed: int, stream: str, process_index: int) -> tuple[int, int]:
@@ -194,17 +104,18 @@ def _train_stream(data: Any, stream: str, features: Sequence[str], *, seed: int,
                   process_count: int) -> tf.data.Dataset:
     """One endless, batched, augmented stream ("source" or "target") of this process."""
     name, split, key = data[stream], data[f"{stream}_split"], f"config.data.{stream}"
-    builder = load_builder(data.data_dir, name, key)
-    _check_features(builder, key, name, features)
-    _check_split(builder, key, name, split)
-    records, count = _read_records(builder, _process_split(split, process_index, process_count))
+    builder = datasets.load_builder(data.data_dir, name, key)
+    datasets.check_features(builder, key, name, features)
+    datasets.check_split(builder, key, name, split)
+    records, count = datasets.read_records(
+        builder, _process_split(split, process_index, process_count))
     if count == 0:
         raise ValueError(
             f"{key}: split {split!r} of {name!r} has fewer examples than "
             f"processes ({process_count})"
         )
     size = tuple(data.image_size)
-    decode = _decoder(builder, features)
+    decode = datasets.decoder(builder, features)
     shuffle_seed, augment_seed = _stream_seeds(seed, stream, process_index)
     num_parallel_calls = _parallel_calls(data.num_parallel_calls)
 
@@ -264,7 +175,7 @@ def create_train_dataset(data: Any, *, batch_size: int, seed: int, use_target_im
     `process_count` default to `jax.process_index()` / `jax.process_count()`; pass them to
     build another process's stream (tests, tools).
     """
-    _hide_gpus_from_tf()
+    datasets.hide_gpus_from_tf()
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
@@ -324,15 +235,15 @@ def create_eval_dataset(data_dir: str, dataset: str, split: str, image_size: Seq
     Every process gets the whole split. `max_examples` None or -1 means all examples.
     Call again to iterate again.
     """
-    _hide_gpus_from_tf()
-    builder = load_builder(data_dir, dataset, key)
-    _check_features(builder, key, dataset, EVAL_FEATURES)
-    _check_split(builder, key, dataset, split)
+    datasets.hide_gpus_from_tf()
+    builder = datasets.load_builder(data_dir, dataset, key)
+    datasets.check_features(builder, key, dataset, EVAL_FEATURES)
+    datasets.check_split(builder, key, dataset, split)
     if max_examples is not None and max_examples != -1 and max_examples <= 0:
         raise ValueError(f"max_examples must be positive, -1 or None, got {max_examples}")
     available = builder.info.features.keys()
     features = list(EVAL_FEATURES) + [k for k in ("label", "intrinsics", "name") if k in available]
-    decode = _decoder(builder, features)
+    decode = datasets.decoder(builder, features)
     size = tuple(int(side) for side in image_size)
 
     def preprocess(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -343,7 +254,7 @@ def create_eval_dataset(data_dir: str, dataset: str, split: str, image_size: Seq
             outputs["label"] = tf.cast(outputs["label"][..., 0], tf.int32)
         return outputs
 
-    records, _ = _read_records(builder, split)
+    records, _ = datasets.read_records(builder, split)
     if max_examples not in (None, -1):
         records = records.take(max_examples)
     examples = records.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
@@ -360,51 +271,23 @@ def create_image_batches(data_dir: str, dataset: str, split: str, image_size: Se
     Reads only the `image` feature, so unlabelled (target) datasets work. `max_examples`
     None means the whole split.
     """
-    _hide_gpus_from_tf()
+    datasets.hide_gpus_from_tf()
     key = "--dataset"
-    builder = load_builder(data_dir, dataset, key)
-    _check_features(builder, key, dataset, TARGET_FEATURES)
-    _check_split(builder, key, dataset, split)
+    builder = datasets.load_builder(data_dir, dataset, key)
+    datasets.check_features(builder, key, dataset, TARGET_FEATURES)
+    datasets.check_split(builder, key, dataset, split)
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples: must be >= 1 or None, got {max_examples}")
-    decode = _decoder(builder, TARGET_FEATURES)
+    decode = datasets.decoder(builder, TARGET_FEATURES)
     size = tuple(int(side) for side in image_size)
-    records, _ = _read_records(builder, split)
+    records, _ = datasets.read_records(builder, split)
     if max_examples is not None:
         records = records.take(max_examples)
     images = records.map(lambda serialized: resize_image(decode(serialized)["image"], size),
                          num_parallel_calls=tf.data.AUTOTUNE)
     return images.batch(batch_size).prefetch(2).as_numpy_iterator()
-
-
-def focal_x_normalized(data_dir: str, dataset: str, split: str, *, key: str,
-                       max_examples: int = 64) -> float:
-    """The camera's fx / image width from the stored `intrinsics` of `dataset`'s `split`.
-
-    The median over the first `max_examples` examples (a split mixing cameras logs their
-    range). `export` records it, so that `predict --focal` can rescale depth for any source.
-    """
-    _hide_gpus_from_tf()
-    builder = load_builder(data_dir, dataset, key)
-    _check_features(builder, key, dataset, ("image", "intrinsics"))
-    _check_split(builder, key, dataset, split)
-    decode = _decoder(builder, ("image", "intrinsics"))
-    records, _ = _read_records(builder, split)
-
-    def fx_over_width(serialized: tf.Tensor) -> tf.Tensor:
-        example = decode(serialized)
-        return example["intrinsics"][0] / tf.cast(tf.shape(example["image"])[1], tf.float32)
-
-    ratios = records.take(max_examples).map(fx_over_width)
-    values = np.fromiter(ratios.as_numpy_iterator(), np.float64)
-    if values.min() <= 0 or not np.isfinite(values).all():
-        raise ValueError(f"{key}: dataset {dataset!r} stores a non-positive or non-finite fx")
-    if values.max() > 1.01 * values.min():
-        logging.warning("%s: fx / width of %s/%s ranges over [%.4f, %.4f]; exporting the "
-                        "median", key, dataset, split, values.min(), values.max())
-    return float(np.median(values))
 
 
 def _as_numpy_examples(dataset: tf.data.Dataset) -> Iterator[dict[str, Any]]:

@@ -99,11 +99,11 @@ def _train_and_evaluate(
 ) -> state.TrainState:
     source_focal = None
     if train_iterator_fn is None or eval_dataset_fn is None:
-        from damono_jax import input_pipeline  # TensorFlow only when it feeds the data
+        from damono_jax import datasets, input_pipeline  # TF only when it feeds the data
 
         if train_iterator_fn is None:
             train_iterator_fn = functools.partial(_default_train_iterator, input_pipeline)
-            source_focal = input_pipeline.focal_x_normalized(
+            source_focal = datasets.focal_x_normalized(
                 config.data.data_dir, config.data.source, config.data.source_split,
                 key="config.data.source",
             )

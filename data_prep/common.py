@@ -90,6 +90,18 @@ def stored_image(path: str | os.PathLike, image: np.ndarray) -> bytes | np.ndarr
     return data
 
 
+def check_same_size(path: str | os.PathLike, array: np.ndarray, image_path: str | os.PathLike,
+                    image_shape: tuple[int, ...]) -> None:
+    """Raises `DataError` for `path` if `array` is not the image's size (`image_shape[:2]`)."""
+    if array.shape[:2] != tuple(image_shape[:2]):
+        height, width = array.shape[:2]
+        raise DataError(
+            path,
+            f"size {width}x{height} does not match the image {image_path} "
+            f"({image_shape[1]}x{image_shape[0]})",
+        )
+
+
 def require_valid_depth(path: str | os.PathLike, depth: np.ndarray, frame: str) -> None:
     """A frame whose ground truth has no valid (> 0) pixel is an error naming it and `path`."""
     if not (depth > 0).any():

@@ -120,7 +120,8 @@ def _corrupt_depth_not_16_bit(root: Path) -> str:
 
 def _corrupt_depth_size(root: Path) -> str:
     _save(root / "train/depth/frame_0000.png", np.ones((40, 96), np.uint16))
-    return r"train/depth/frame_0000\.png: size 96x40 differs from its image \(96x48\)"
+    return (r"train/depth/frame_0000\.png: size 96x40 does not match the image "
+            r".*train/image/frame_0000\.png \(96x48\)")
 
 
 def _corrupt_no_intrinsics(root: Path) -> str:

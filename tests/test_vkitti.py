@@ -230,7 +230,7 @@ def test_missing_depth_file_and_size_mismatch(tmp_path):
     assert _build_fails(tmp_path, "v1", fixture.root) == f"{depth}: file not found"
     write_uint16_png(depth, np.ones((5, 7), dtype=np.uint16))
     error = _build_fails(tmp_path, "v1", fixture.root)
-    assert error.startswith(f"{depth}: size 7x5 does not match the RGB frame ")
+    assert error.startswith(f"{depth}: size 7x5 does not match the image ")
 
 
 def test_v2_missing_intrinsics_row(tmp_path):

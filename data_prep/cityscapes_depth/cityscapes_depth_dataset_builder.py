@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from data_prep import features
 from data_prep.cityscapes_depth import layout
 from data_prep.common import (
-    DataError,
+    check_same_size,
     manual_dir_of,
     read_rgb,
     read_uint8_gray,
@@ -48,15 +48,6 @@ camera_trainvaltest.zip, gtFine_trainvaltest.zip, giving
 """
 
 
-def _check_size(path: Path, array: np.ndarray, image_path: Path, image: np.ndarray) -> None:
-    if array.shape[:2] != image.shape[:2]:
-        raise DataError(
-            path,
-            f"size {array.shape[1]}x{array.shape[0]} does not match the image {image_path} "
-            f"({image.shape[1]}x{image.shape[0]})",
-        )
-
-
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Cityscapes with metric depth from disparity and Cityscapes train-id labels."""
 
@@ -86,9 +77,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _example(self, frame: layout.Frame) -> dict:
         image = read_rgb(frame.image_path)
         disparity = read_uint16(frame.disparity_path)
-        _check_size(frame.disparity_path, disparity, frame.image_path, image)
+        check_same_size(frame.disparity_path, disparity, frame.image_path, image.shape)
         label_ids = read_uint8_gray(frame.label_path)
-        _check_size(frame.label_path, label_ids, frame.image_path, image)
+        check_same_size(frame.label_path, label_ids, frame.image_path, image.shape)
         train_ids = cityscapes_label_ids_to_train_ids(label_ids, frame.label_path)
         camera = layout.read_camera(frame.camera_path)
         # Depth at full resolution first, then the same row crop for every map.

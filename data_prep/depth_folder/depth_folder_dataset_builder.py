@@ -13,6 +13,7 @@ from PIL import Image
 from data_prep import features
 from data_prep.common import (
     DataError,
+    check_same_size,
     manual_dir_of,
     read_rgb,
     read_uint16,
@@ -44,7 +45,7 @@ Put your frames into manual_dir as
 """
 
 
-def _read_label(path: Path, image: np.ndarray) -> np.ndarray:
+def _read_label(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
     """uint8 train ids (H, W) of an 8-bit grayscale or palette PNG, checked against `image`."""
     with Image.open(path) as opened:
         opened.load()
@@ -54,7 +55,7 @@ def _read_label(path: Path, image: np.ndarray) -> np.ndarray:
                 f"{opened.mode}"
             )
         label = np.asarray(opened, dtype=np.uint8)
-    _check_size(path, label, image)
+    check_same_size(path, label, image_path, image.shape)
     values = np.unique(label)
     bad = values[(values >= NUM_CLASSES) & (values != IGNORE_ID)]
     if bad.size:
@@ -63,15 +64,6 @@ def _read_label(path: Path, image: np.ndarray) -> np.ndarray:
             f", {IGNORE_ID} = ignore)"
         )
     return label
-
-
-def _check_size(path: Path, array: np.ndarray, image: np.ndarray) -> None:
-    if array.shape[:2] != image.shape[:2]:
-        raise DataError(
-            path,
-            f"size {array.shape[1]}x{array.shape[0]} differs from its image "
-            f"({image.shape[1]}x{image.shape[0]})",
-        )
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -131,10 +123,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             depth = layout.read_depth_npy(frame.depth_path)
         else:
             depth = layout.depth_from_png(read_uint16(frame.depth_path))
-        _check_size(frame.depth_path, depth, image)
+        check_same_size(frame.depth_path, depth, frame.image_path, image.shape)
         require_valid_depth(frame.depth_path, depth, frame.name)
         if frame.label_path is None:
             label = np.full(image.shape[:2], IGNORE_ID, np.uint8)
         else:
-            label = _read_label(frame.label_path, image)
+            label = _read_label(frame.label_path, image, frame.image_path)
         return {**example, "depth": depth, "label": label[..., None]}

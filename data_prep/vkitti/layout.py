@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -272,15 +271,3 @@ def depth_to_metres(raw: np.ndarray) -> np.ndarray:
     metres = raw.astype(np.float32) / np.float32(100.0)
     metres[raw >= FAR_PLANE_RAW] = 0.0
     return metres
-
-
-def check_same_size(path: str | os.PathLike, array: np.ndarray, reference_path: Path,
-                    reference_shape: tuple[int, ...]) -> None:
-    """Raises `DataError` for `path` if `array` is not `reference_shape[:2]` (H, W)."""
-    if array.shape[:2] != reference_shape[:2]:
-        height, width = array.shape[:2]
-        raise DataError(
-            path,
-            f"size {width}x{height} does not match the RGB frame {reference_path} "
-            f"({reference_shape[1]}x{reference_shape[0]})",
-        )

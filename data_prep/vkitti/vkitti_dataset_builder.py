@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from data_prep import features
 from data_prep.common import (
     DataError,
+    check_same_size,
     manual_dir_of,
     read_rgb,
     read_uint16,
@@ -103,10 +104,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  intrinsics_tables: dict[Path, dict[int, np.ndarray]]) -> dict:
         image = read_rgb(frame.rgb_path)
         depth = layout.depth_to_metres(read_uint16(frame.depth_path))
-        layout.check_same_size(frame.depth_path, depth, frame.rgb_path, image.shape)
+        check_same_size(frame.depth_path, depth, frame.rgb_path, image.shape)
         require_valid_depth(frame.depth_path, depth, frame.name)
         class_colors = read_rgb(frame.class_path)
-        layout.check_same_size(frame.class_path, class_colors, frame.rgb_path, image.shape)
+        check_same_size(frame.class_path, class_colors, frame.rgb_path, image.shape)
         label = color_lut(class_colors, frame.class_path)
         if frame.intrinsics_path is None:
             intrinsics = layout.v1_intrinsics(image.shape[1], image.shape[0])

@@ -53,7 +53,7 @@ def load_builder(data_dir: str | None, name: str, key: str) -> tfds.core.Dataset
     return builder
 
 
-def check_features(builder: tfds.core.DatasetBuilder, key: str, name: str,
+def _check_features(builder: tfds.core.DatasetBuilder, key: str, name: str,
                     required: Sequence[str]) -> None:
     available = list(builder.info.features.keys())
     missing = [feature for feature in required if feature not in available]
@@ -64,7 +64,7 @@ def check_features(builder: tfds.core.DatasetBuilder, key: str, name: str,
         )
 
 
-def check_split(builder: tfds.core.DatasetBuilder, key: str, name: str, split: str) -> None:
+def _check_split(builder: tfds.core.DatasetBuilder, key: str, name: str, split: str) -> None:
     if split not in builder.info.splits:
         raise ValueError(
             f"{key}: dataset {name!r} at {builder.data_dir} has no split "
@@ -72,6 +72,16 @@ def check_split(builder: tfds.core.DatasetBuilder, key: str, name: str, split: s
         )
     if builder.info.splits[split].num_examples == 0:
         raise ValueError(f"{key}: split {split!r} of dataset {name!r} is empty")
+
+
+def checked_builder(data_dir: str | None, name: str, key: str, *, features: Sequence[str],
+                    split: str) -> tfds.core.DatasetBuilder:
+    """`load_builder`, then the `features` a reader needs and a non-empty `split` (errors name
+    `key`)."""
+    builder = load_builder(data_dir, name, key)
+    _check_features(builder, key, name, features)
+    _check_split(builder, key, name, split)
+    return builder
 
 
 def read_records(builder: tfds.core.DatasetBuilder, split: str) -> tuple[tf.data.Dataset, int]:
@@ -105,9 +115,8 @@ def focal_x_normalized(data_dir: str, dataset: str, split: str, *, key: str,
     range). `export` records it, so that `predict --focal` can rescale depth for any source.
     """
     hide_gpus_from_tf()
-    builder = load_builder(data_dir, dataset, key)
-    check_features(builder, key, dataset, ("image", "intrinsics"))
-    check_split(builder, key, dataset, split)
+    builder = checked_builder(data_dir, dataset, key, features=("image", "intrinsics"),
+                              split=split)
     decode = decoder(builder, ("image", "intrinsics"))
     records, _ = read_records(builder, split)
 

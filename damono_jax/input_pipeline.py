@@ -62,7 +62,7 @@ def check_datasets(data: Any, *, mode: str, use_target_images: bool) -> None:
     """The streams `mode` reads are built, with their features and splits (before a run).
 
     "train" reads source, target (if `use_target_images`) and eval; "eval" the eval stream.
-    Errors name the config key, as `datasets.load_builder` does.
+    Errors name the config key, as `datasets.checked_builder` does.
     """
     streams = {"source": SOURCE_FEATURES, "target": TARGET_FEATURES}
     if mode != "train":
@@ -71,9 +71,8 @@ def check_datasets(data: Any, *, mode: str, use_target_images: bool) -> None:
         streams.pop("target")
     for stream, features in {**streams, "eval": EVAL_FEATURES}.items():
         key = f"config.data.{stream}"
-        builder = datasets.load_builder(data.data_dir, data[stream], key)
-        datasets.check_features(builder, key, data[stream], features)
-        datasets.check_split(builder, key, data[stream], data[f"{stream}_split"])
+        datasets.checked_builder(data.data_dir, data[stream], key, features=features,
+                                 split=data[f"{stream}_split"])
 
 
 def _stream_seeds(seed: int, stream: str, process_index: int) -> tuple[int, int]:
@@ -104,9 +103,7 @@ def _train_stream(data: Any, stream: str, features: Sequence[str], *, seed: int,
                   process_count: int) -> tf.data.Dataset:
     """One endless, batched, augmented stream ("source" or "target") of this process."""
     name, split, key = data[stream], data[f"{stream}_split"], f"config.data.{stream}"
-    builder = datasets.load_builder(data.data_dir, name, key)
-    datasets.check_features(builder, key, name, features)
-    datasets.check_split(builder, key, name, split)
+    builder = datasets.checked_builder(data.data_dir, name, key, features=features, split=split)
     records, count = datasets.read_records(
         builder, _process_split(split, process_index, process_count))
     if count == 0:
@@ -236,9 +233,8 @@ def create_eval_dataset(data_dir: str, dataset: str, split: str, image_size: Seq
     Call again to iterate again.
     """
     datasets.hide_gpus_from_tf()
-    builder = datasets.load_builder(data_dir, dataset, key)
-    datasets.check_features(builder, key, dataset, EVAL_FEATURES)
-    datasets.check_split(builder, key, dataset, split)
+    builder = datasets.checked_builder(data_dir, dataset, key, features=EVAL_FEATURES,
+                                       split=split)
     if max_examples is not None and max_examples != -1 and max_examples <= 0:
         raise ValueError(f"max_examples must be positive, -1 or None, got {max_examples}")
     available = builder.info.features.keys()
@@ -273,9 +269,8 @@ def create_image_batches(data_dir: str, dataset: str, split: str, image_size: Se
     """
     datasets.hide_gpus_from_tf()
     key = "--dataset"
-    builder = datasets.load_builder(data_dir, dataset, key)
-    datasets.check_features(builder, key, dataset, TARGET_FEATURES)
-    datasets.check_split(builder, key, dataset, split)
+    builder = datasets.checked_builder(data_dir, dataset, key, features=TARGET_FEATURES,
+                                       split=split)
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     if max_examples is not None and max_examples < 1:

@@ -54,7 +54,7 @@ def load_builder(data_dir: str | None, name: str, key: str) -> tfds.core.Dataset
 
 
 def _check_features(builder: tfds.core.DatasetBuilder, key: str, name: str,
-                    required: Sequence[str]) -> None:
+                     required: Sequence[str]) -> None:
     available = list(builder.info.features.keys())
     missing = [feature for feature in required if feature not in available]
     if missing:

@@ -40,6 +40,12 @@ class UsageError(ValueError):
     """A bad flag or config value (exit status 2)."""
 
 
+def require_folder_or_absent(path: str | os.PathLike, flag: str) -> None:
+    """A `--flag=path` that will be a folder: `UsageError` when a file is in its place."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag}={path}: exists and is not a folder")
+
+
 def _data_errors() -> tuple[type[BaseException], ...]:
     from damono_jax import checkpointing, locks
     from damono_jax.export import ExportError

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from damono_jax import evaluation, evaluation_report, files
+from damono_jax import cli, evaluation, evaluation_report, files
 from damono_jax.inference import batching
 from damono_jax.inference import model as inference_model
 
@@ -91,8 +91,8 @@ def evaluate_export(
     """
     from damono_jax import datasets, input_pipeline  # TF and TFDS: only when evaluating
 
-    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise ValueError(f"--output={output_dir}: exists and is not a folder")
+    if output_dir is not None:
+        cli.require_folder_or_absent(output_dir, "--output")
     default_caps, default_crop = evaluation.default_protocol(dataset, split)
     caps = tuple(default_caps if caps is None else caps)
     crop = default_crop if crop is None else crop
@@ -228,7 +228,5 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from damono_jax import cli
-
     define_flags()
     cli.run(main)

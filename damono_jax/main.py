@@ -36,8 +36,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _check_paths() -> None:
     """--workdir, --input and --output, before anything is read or written."""
-    if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
-        raise cli.UsageError(f"--workdir={FLAGS.workdir}: exists and is not a folder")
+    cli.require_folder_or_absent(FLAGS.workdir, "--workdir")
     if FLAGS.mode != "train" and not os.path.isdir(FLAGS.workdir):
         raise cli.UsageError(f"--workdir={FLAGS.workdir}: no such folder (train first with "
                              "--mode=train)")
@@ -47,8 +46,7 @@ def _check_paths() -> None:
         from damono_jax import predict
 
         predict.list_inputs(FLAGS.input)  # raises naming --input when it matches nothing
-        if os.path.exists(FLAGS.output) and not os.path.isdir(FLAGS.output):
-            raise cli.UsageError(f"--output={FLAGS.output}: exists and is not a folder")
+        cli.require_folder_or_absent(FLAGS.output, "--output")
 
 
 def main(argv: list[str]) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from damono_jax import evaluation, files, visualization
+from damono_jax import cli, evaluation, files, visualization
 from damono_jax.inference import batching
 from damono_jax.inference import model as inference_model
 
@@ -224,8 +224,7 @@ def predict_images(
                 "predict them into different --output folders"
             )
         stems[path.stem] = path
-    if Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise PredictError(f"--output={output_dir}: exists and is not a folder")
+    cli.require_folder_or_absent(output_dir, "--output")
     model = inference_model.load_export(export_dir)
     train_focal = model.metadata.get("train_focal_x_normalized")
     if focal is not None and train_focal is None:
@@ -391,7 +390,5 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from damono_jax import cli
-
     define_flags()
     cli.run(main)

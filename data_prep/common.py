@@ -121,11 +121,16 @@ def read_uint16(path: str | os.PathLike) -> np.ndarray:
     return array
 
 
-def read_uint8_gray(path: str | os.PathLike) -> np.ndarray:
-    """Reads an 8-bit single-channel PNG (e.g. Cityscapes labelIds) as uint8 (H, W)."""
+def read_uint8_gray(path: str | os.PathLike, *, palette: bool = False) -> np.ndarray:
+    """Reads an 8-bit single-channel PNG (e.g. Cityscapes labelIds) as uint8 (H, W).
+
+    With `palette`, a palette PNG (mode P) is read as its indices too (label tools save them).
+    """
     image = _open_image(path)
-    if image.mode != "L":
-        raise DataError(path, f"expected an 8-bit single-channel PNG (mode L), got {image.mode}")
+    modes = ("L", "P") if palette else ("L",)
+    if image.mode not in modes:
+        raise DataError(path, f"expected an 8-bit single-channel PNG (mode "
+                              f"{' or '.join(modes)}), got {image.mode}")
     return np.asarray(image, dtype=np.uint8)
 
 

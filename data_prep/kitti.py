@@ -44,10 +44,10 @@ def read_calib_file(path: str | os.PathLike) -> dict[str, np.ndarray | str]:
     data: dict[str, np.ndarray | str] = {}
     with open(path, encoding="utf-8", errors="strict") as handle:
         try:
-            lines = handle.read().splitlines()
+            text = handle.read()
         except UnicodeDecodeError as error:
             raise DataError(path, f"not a text file ({error})") from error
-    for number, line in numbered_lines("\n".join(lines)):
+    for number, line in numbered_lines(text):
         if not line.strip():
             raise DataError(path, f"line {number}: blank line (KITTI calib files have none)")
         key, separator, value = line.partition(":")

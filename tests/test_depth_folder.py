@@ -170,6 +170,12 @@ def _corrupt_truncated_image(root: Path) -> str:
     return r"train/image/frame_0000\.png: corrupt or truncated image"
 
 
+def _corrupt_truncated_label(root: Path) -> str:
+    path = root / "train/label/frame_0001.png"
+    path.write_bytes(path.read_bytes()[:100])
+    return r"train/label/frame_0001\.png: corrupt or truncated image"
+
+
 def _corrupt_stray_file(root: Path) -> str:
     (root / "train/image/notes.txt").write_text("hello")
     return r"train/image/notes\.txt: unexpected file in image/: expected \.png, \.jpg, \.jpeg"
@@ -179,7 +185,7 @@ def _corrupt_stray_file(root: Path) -> str:
     _corrupt_depth_not_16_bit, _corrupt_depth_size, _corrupt_no_intrinsics,
     _corrupt_image_without_depth, _corrupt_depth_without_image, _corrupt_npy_nan,
     _corrupt_all_invalid, _corrupt_label_value, _corrupt_bad_intrinsics,
-    _corrupt_truncated_image, _corrupt_stray_file,
+    _corrupt_truncated_image, _corrupt_truncated_label, _corrupt_stray_file,
 ], ids=lambda corrupt: corrupt.__name__.removeprefix("_corrupt_"))
 def test_bad_files_are_named_and_nothing_is_left_behind(tmp_path, corrupt):
     root = tmp_path / "src"

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from PIL import Image
 
 from data_prep import features
 from data_prep.common import (
@@ -16,6 +15,7 @@ from data_prep.common import (
     check_same_size,
     manual_dir_of,
     read_rgb,
+    read_uint8_gray,
     read_uint16,
     require_valid_depth,
     stored_image,
@@ -47,14 +47,7 @@ Put your frames into manual_dir as
 
 def _read_label(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
     """uint8 train ids (H, W) of an 8-bit grayscale or palette PNG, checked against `image`."""
-    with Image.open(path) as opened:
-        opened.load()
-        if opened.mode not in ("L", "P"):
-            raise DataError(
-                path, f"expected an 8-bit single-channel PNG of train ids, got PIL mode "
-                f"{opened.mode}"
-            )
-        label = np.asarray(opened, dtype=np.uint8)
+    label = read_uint8_gray(path, palette=True)
     check_same_size(path, label, image_path, image.shape)
     values = np.unique(label)
     bad = values[(values >= NUM_CLASSES) & (values != IGNORE_ID)]

@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
     platform.work_unit().create_artifact(platform.ArtifactType.DIRECTORY, FLAGS.workdir, "workdir")
 
     if FLAGS.mode == "train":
-        loop.train_and_evaluate(config, FLAGS.workdir)
+        loop.train_validated(config, FLAGS.workdir)  # validated above
     elif FLAGS.mode == "eval":
         checkpoint_serving.evaluate_checkpoint(config, FLAGS.workdir)
     elif FLAGS.mode == "export":

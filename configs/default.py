@@ -12,6 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
     """Returns the full DA model configuration (the paper's `full` row)."""
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # Start from another run's weights (a training workdir, one of its checkpoint folders, or
+    # an export): parameters and BatchNorm statistics present in both are loaded, the rest
+    # initialised fresh, the optimiser starts anew. A run's own checkpoint still comes first.
+    config.init_from = ""
     # Which row of the paper's ablation (Tables 3/4) this config trains:
     #   baseline: encoder + depth decoder, source images and depth only;
     #   seg:      + semantic decoder (shared first block), source labels;
@@ -30,7 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.eval_split = "val"
     config.data.image_size = (192, 640)  # (height, width), multiples of 32
     config.data.max_depth = 80.0  # source GT beyond this (metres) is masked out of the losses
-    config.data.augment = True  # Monodepth2 flip + colour jitter on the training streams
+    # Augmentation of both training streams: "monodepth2" (flip, p 0.5, and colour jitter,
+    # p 0.5, 0.8-1.2 / hue 0.1), "strong" (flip and SimCLR's colour distortion, grayscale and
+    # Gaussian blur: damono_jax/preprocessing.py) or "none".
+    config.data.augment = "monodepth2"
     config.data.shuffle_buffer = 2048
     config.data.num_parallel_calls = -1  # tf.data.AUTOTUNE
     config.data.prefetch = 2  # batches prefetched to device
@@ -52,6 +59,19 @@ def get_config() -> ml_collections.ConfigDict:
     # Source and target BatchNorm statistics kept apart in the encoder (variant full; beyond
     # the paper, which normalises [source; target] as one batch).
     config.model.domain_specific_bn = False
+    # Spectral normalisation of every domain classifier's convolutions (Miyato et al. 2018).
+    config.model.discriminator_spectral_norm = False
+    # Output-space alignment (AdaptSegNet, Tsai et al. 2018; beyond the paper): the decoders
+    # also run on the target batch, and a PatchGAN behind a GRL classifies the scale-0
+    # disparity (plus the semantic softmax when that decoder exists). Its widths are
+    # AdaptSegNet's discriminator's.
+    config.model.output_alignment = False
+    config.model.output_discriminator_features = (64, 128, 256, 512)
+    # What conditions the bottleneck classifier: "none" (the paper) or "cdan" (Long et al.
+    # 2018: the randomized multilinear map of the bottleneck and the semantic decoder's
+    # softmax, `cdan_features` wide; needs the semantic decoder).
+    config.model.domain_conditioning = "none"
+    config.model.cdan_features = 1024
     # disp_to_depth range: depth = 1 / (1/max_depth + (1/min_depth - 1/max_depth) * sigmoid).
     # Supervised training needs the GT's sigmoid targets away from 0: with Monodepth2's 0.1 m,
     # 5-80 m maps to sigmoid 0.0003-0.019, SSIM's constants swamp the signal and the output
@@ -65,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.depth_weight = 1.0  # lambda_depth
     config.loss.seg_weight = 0.1  # lambda_seg
     config.loss.adv_weight = 0.1  # lambda_adv
+    config.loss.output_adv_weight = 0.001  # output-space alignment (AdaptSegNet's lambda_adv)
     config.loss.l1_weight = 0.15  # lambda_1: (1 - l1) * SSIM + l1 * L1
     config.loss.smoothness_weight = 1e-3  # lambda_2, divided by 2**scale
 
@@ -73,6 +94,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.grl.schedule = "dann"  # "dann": 2 / (1 + exp(-gamma p)) - 1, or "constant"
     config.grl.gamma = 10.0
     config.grl.max_scale = 1.0
+    # The GRL scale is held at 0 for this fraction of training; the schedule runs over the rest.
+    config.grl.warmup_fraction = 0.0
     # Steps a collapse must hold before a warning: classifier acc >= 0.99 or loss ~ ln 2 (GRL),
     # or a constant depth output (train.monitors.DepthCollapseMonitor, every variant).
     config.grl.collapse_patience = 200
@@ -85,6 +108,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.decay_at_fraction = 0.75  # Monodepth2 step decay x0.1 at 3/4 of training
     config.optim.decay_factor = 0.1
     config.optim.discriminator_learning_rate = ml_collections.FieldReference(None, field_type=float)
+    # False: the domain classifiers keep a constant learning rate (their own Adam state).
+    config.optim.discriminator_lr_decay = True
     config.optim.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)
 
     # ------------------------------------------------------------ training

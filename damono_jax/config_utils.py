@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from damono_jax.labels import IGNORE_LABEL
 from damono_jax.models.conv import WEIGHT_GRADIENTS
 from damono_jax.models.da_monodepth import (
     ALIGN_LEVELS,
+    BOTTLENECK_LEVEL,
+    DOMAIN_CONDITIONINGS,
     DTYPES,
     INPUT_SIZE_MULTIPLE,
     SHARED_BLOCK_GRAD_MODES,
@@ -26,6 +29,7 @@ from damono_jax.models.decoders import UPSAMPLE_MODES
 
 CONV_WEIGHT_GRADIENTS = ("auto", *WEIGHT_GRADIENTS)
 GRL_SCHEDULES = ("dann", "constant")
+AUGMENTATIONS = ("none", "monodepth2", "strong")
 MODES_NEEDING_DATA = ("train", "eval")
 
 
@@ -164,6 +168,7 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
                 "is not set; pass --config.data.data_dir=DIR (the TFDS data_dir that "
                 "`python -m data_prep.build` wrote)",
             )
+    _check_choice(config, "data.augment", AUGMENTATIONS)
     _check_number(config, "data.max_depth", minimum=0.0, strict_minimum=True)
     _check_positive_int(config, "data.shuffle_buffer")
     num_parallel_calls = _get(config, "data.num_parallel_calls")
@@ -187,17 +192,38 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
         or not all(isinstance(v, int) and v > 0 for v in features)
     ):
         _fail("model.discriminator_features", f"{features!r} is not a tuple of positive ints")
+    for key in ("model.domain_specific_bn", "model.discriminator_spectral_norm",
+                "model.output_alignment"):
+        if not isinstance(_get(config, key), bool):
+            _fail(key, "must be True or False")
+    output_features = _get(config, "model.output_discriminator_features")
+    if (
+        not isinstance(output_features, tuple | list)
+        or not output_features
+        or not all(isinstance(v, int) and v > 0 for v in output_features)
+    ):
+        _fail("model.output_discriminator_features",
+              f"{output_features!r} is not a tuple of positive ints")
     levels = _get(config, "model.align_levels")
+    # Output-space alignment alone needs no feature classifier: () is allowed with it.
     if (
         not isinstance(levels, tuple | list)
-        or not levels
+        or (not levels and not config.model.output_alignment)
         or len(set(levels)) != len(levels)
         or not all(isinstance(v, int) and v in ALIGN_LEVELS for v in levels)
     ):
         _fail("model.align_levels", f"{levels!r} is not a tuple of distinct levels from "
-              f"{ALIGN_LEVELS}")
-    if not isinstance(_get(config, "model.domain_specific_bn"), bool):
-        _fail("model.domain_specific_bn", "must be True or False")
+              f"{ALIGN_LEVELS} (empty only with model.output_alignment)")
+    _check_choice(config, "model.domain_conditioning", DOMAIN_CONDITIONINGS)
+    _check_positive_int(config, "model.cdan_features")
+    if config.model.domain_conditioning == "cdan":
+        if tuple(levels) != (BOTTLENECK_LEVEL,):
+            _fail("model.domain_conditioning",
+                  f"'cdan' conditions the bottleneck classifier only; model.align_levels is "
+                  f"{tuple(levels)!r}, use ({BOTTLENECK_LEVEL},)")
+        if not variant_flags(config.variant)["use_semantic"]:
+            _fail("model.domain_conditioning",
+                  f"'cdan' needs the semantic decoder; variant {config.variant!r} has none")
     if not isinstance(_get(config, "model.encoder_init"), str):
         _fail("model.encoder_init", "must be 'scratch' or a path")
     _check_number(config, "model.min_depth", minimum=0.0, strict_minimum=True)
@@ -211,7 +237,7 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
 
     # ---- loss
     for key in ("loss.depth_weight", "loss.seg_weight", "loss.adv_weight",
-                "loss.smoothness_weight"):
+                "loss.output_adv_weight", "loss.smoothness_weight"):
         _check_number(config, key, minimum=0.0)
     _check_number(config, "loss.l1_weight", minimum=0.0, maximum=1.0)
 
@@ -219,6 +245,9 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
     _check_choice(config, "grl.schedule", GRL_SCHEDULES)
     _check_number(config, "grl.gamma", minimum=0.0, strict_minimum=True)
     _check_number(config, "grl.max_scale", minimum=0.0)
+    warmup = _get(config, "grl.warmup_fraction")
+    if isinstance(warmup, bool) or not isinstance(warmup, int | float) or not 0 <= warmup < 1:
+        _fail("grl.warmup_fraction", f"{warmup!r} is not a number in [0, 1)")
     _check_positive_int(config, "grl.collapse_patience")
 
     # ---- optimiser
@@ -232,6 +261,8 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
                   strict_minimum=True, allow_none=True)
     _check_number(config, "optim.grad_clip_norm", minimum=0.0, strict_minimum=True,
                   allow_none=True)
+    if not isinstance(_get(config, "optim.discriminator_lr_decay"), bool):
+        _fail("optim.discriminator_lr_decay", "must be True or False")
 
     # ---- training loop
     for key in ("batch_size", "num_train_steps", "log_every_steps", "image_log_every_steps",
@@ -240,6 +271,10 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
     _check_positive_int(config, "num_eval_examples", allow_minus_one=True)
     _check_choice(config, "dtype", DTYPES)
     _check_choice(config, "conv_weight_gradient", CONV_WEIGHT_GRADIENTS)
+    if not isinstance(_get(config, "init_from"), str):
+        _fail("init_from", "must be '' (none) or a path")
+    if config.init_from and not os.path.exists(config.init_from):
+        _fail("init_from", f"{config.init_from}: no such file or folder")
     seed = _get(config, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         _fail("seed", f"{seed!r} is not a non-negative integer")

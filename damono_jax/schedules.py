@@ -20,21 +20,35 @@ def create_grl_schedule(config: Any) -> optax.Schedule:
     """GRL scale as a function of the step: `config.grl.schedule` "dann" or "constant".
 
     "dann" ramps from 0 to `config.grl.max_scale` over `config.num_train_steps`
-    (p = step / num_train_steps, clipped to 1); "constant" is `max_scale` throughout.
+    (p = step / num_train_steps, clipped to 1); "constant" is `max_scale` throughout. With
+    `config.grl.warmup_fraction` w > 0 the scale is 0 for the first w of training, and the
+    schedule runs over the rest (DANN's ramp on p' = (p - w) / (1 - w); "constant" jumps to
+    `max_scale` at w).
     """
     schedule = config.grl.schedule
-    max_scale = float(config.grl.max_scale)
-    if schedule == "constant":
-        return optax.constant_schedule(max_scale)
-    if schedule != "dann":
+    if schedule not in ("dann", "constant"):
         raise ValueError(f"config.grl.schedule: unknown schedule {schedule!r}; use 'dann' or "
                          "'constant'")
-    gamma = float(config.grl.gamma)
-    num_steps = float(config.num_train_steps)
+    return grl_schedule_fn(schedule, num_train_steps=int(config.num_train_steps),
+                           gamma=float(config.grl.gamma),
+                           max_scale=float(config.grl.max_scale),
+                           warmup_fraction=float(config.grl.warmup_fraction))
+
+
+def grl_schedule_fn(schedule: str, *, num_train_steps: int, gamma: float, max_scale: float,
+                    warmup_fraction: float = 0.0) -> optax.Schedule:
+    """The GRL scale schedule of `create_grl_schedule` from explicit constants."""
+    num_steps = float(num_train_steps)
+    warmup = float(warmup_fraction)
 
     def grl_schedule(step: Any) -> Any:
         progress = jnp.clip(jnp.asarray(step, jnp.float32) / num_steps, 0.0, 1.0)
-        return dann_grl_scale(progress, gamma, max_scale).astype(jnp.float32)
+        ramp = jnp.clip((progress - warmup) / (1.0 - warmup), 0.0, 1.0)
+        if schedule == "constant":
+            scale = jnp.where(progress >= warmup, max_scale, 0.0)
+        else:
+            scale = dann_grl_scale(ramp, gamma, max_scale)
+        return jnp.where(progress < warmup, 0.0, scale).astype(jnp.float32)
 
     return grl_schedule
 

@@ -1,8 +1,9 @@
 """The train state: model, optimiser, mesh, initialisation and its abstract shapes.
 
 Initialisation follows big_vision's order: a run resumes from its checkpoint when it has one
-(restored into `abstract_train_state`, so neither the initialiser nor `encoder_init` runs),
-else loads `config.model.encoder_init`, else starts from scratch.
+(restored into `abstract_train_state`, so neither the initialiser, `init_from` nor
+`encoder_init` runs), else loads `config.init_from` (`warm_start`, over `encoder_init` where
+both have weights), else `config.model.encoder_init`, else starts from scratch.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.S
     """Adam with Monodepth2's step decay, optional discriminator LR and gradient clipping.
 
     Returns the transformation and the main learning-rate schedule (for logging). With
-    `config.optim.discriminator_learning_rate` set, the `domain_classifier*` subtrees get their
-    own Adam (same betas, same step decay) through `optax.multi_transform`.
+    `config.optim.discriminator_learning_rate` set, or `config.optim.discriminator_lr_decay`
+    False, the `domain_classifier*` subtrees get their own Adam (same betas, its own state)
+    through `optax.multi_transform`: at `discriminator_learning_rate` (default: the main
+    rate), with the main step decay unless `discriminator_lr_decay` is False (then constant).
     """
     lr_schedule = schedules.create_learning_rate_schedule(config.optim.learning_rate, config)
 
@@ -63,10 +66,15 @@ def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.S
         return optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
 
     discriminator_lr = config.optim.discriminator_learning_rate
-    if discriminator_lr is None:
+    decay = config.optim.discriminator_lr_decay
+    if discriminator_lr is None and decay:
         tx = adam(lr_schedule)
     else:
-        discriminator_schedule = schedules.create_learning_rate_schedule(discriminator_lr, config)
+        rate = config.optim.learning_rate if discriminator_lr is None else discriminator_lr
+        discriminator_schedule = (
+            schedules.create_learning_rate_schedule(rate, config) if decay
+            else optax.constant_schedule(rate)
+        )
 
         def labels(params: Any) -> Any:
             return traverse_util.path_aware_map(
@@ -150,13 +158,18 @@ def create_train_state(config: Any, model: models.DAMonodepth, mesh: Mesh) -> Tr
 
     Built by jit rather than `device_put` of existing arrays, so donating it later never
     deletes a buffer that something else still references. The encoder is loaded from
-    `config.model.encoder_init` unless that is "scratch".
+    `config.model.encoder_init` unless that is "scratch", then whatever `config.init_from`
+    holds (`warm_start`).
     """
     init_variables, make_state = _state_initializers(freeze_config(config), model, mesh)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = load_pretrained_encoder(
         config.model.encoder_init, config.model, init_variables(init_rng)
     )
+    if config.init_from:
+        from damono_jax.train import warm_start
+
+        variables = warm_start.warm_start(config.init_from, jax.device_get(variables)).variables
     return make_state(variables, state_rng)
 
 

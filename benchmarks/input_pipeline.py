@@ -40,10 +40,10 @@ from damono_jax import config_utils, input_pipeline
 SECTION_ID = "input_pipeline"
 DATASETS = ("synthetic_driving/source", "synthetic_driving/target")
 VARIANTS = (  # (name, image size, augment)
-    ("96x320 augment", (96, 320), True),
-    ("96x320 no augment", (96, 320), False),
-    ("192x640 augment", (192, 640), True),
-    ("192x640 no augment", (192, 640), False),
+    ("96x320 augment", (96, 320), "monodepth2"),
+    ("96x320 no augment", (96, 320), "none"),
+    ("192x640 augment", (192, 640), "monodepth2"),
+    ("192x640 no augment", (192, 640), "none"),
 )
 
 
@@ -68,7 +68,7 @@ def build_datasets(data_dir: str, examples_per_split: int) -> dict[str, float | 
     return seconds
 
 
-def make_config(data_dir: str, image_size: tuple[int, int], augment: bool, batch_size: int):
+def make_config(data_dir: str, image_size: tuple[int, int], augment: str, batch_size: int):
     """The default config on synthetic_driving, full model (both streams)."""
     config = default.get_config()
     config.variant = "full"

@@ -25,7 +25,8 @@ parts, remainder dropped) as serialized records and then:
 3. decodes and resizes (bilinear with antialiasing for images, nearest for depth and
    labels) and augments (`data.augment`) with stateless random ops seeded by
    (seed, stream, process, record number): horizontal flip with p = 0.5, the same
-   for image, depth and labels, then Monodepth2's colour jitter with p = 0.5;
+   for image, depth and labels, then Monodepth2's colour jitter with p = 0.5 (or, with
+   `data.augment="strong"`, SimCLR's colour distortion and a Gaussian blur);
 4. batches with `drop_remainder`, zips source and target batches and prefetches.
 
 Because all randomness is a function of the record number, the batches after
@@ -143,7 +144,7 @@ def _train_stream(data: Any, stream: str, features: Sequence[str], *, seed: int,
     stream_ds = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(shuffled_epoch)
     stream_ds = stream_ds.enumerate(start=first_epoch * count).skip(start - first_epoch * count)
 
-    augment = bool(data.augment)
+    augment = data.augment
     prefix = f"{stream}_"
 
     def preprocess(index: tf.Tensor, element: Any) -> dict[str, tf.Tensor]:
@@ -153,8 +154,8 @@ def _train_stream(data: Any, stream: str, features: Sequence[str], *, seed: int,
             images = {"image": example["image"], "image_clean": example["image"]}
         else:
             images = {"image": example["image"]}
-        if augment:
-            outputs = flip_and_jitter(index, images, others, augment_seed, "image")
+        if augment != "none":
+            outputs = flip_and_jitter(index, images, others, augment_seed, "image", augment)
         else:
             outputs = {**images, **others}
         return {prefix + k: v for k, v in outputs.items()}

@@ -1,10 +1,16 @@
-"""Image preprocessing of the input pipeline: resizing and Monodepth2's augmentation (tf ops).
+"""Image preprocessing of the input pipeline: resizing and the augmentations (tf ops).
 
-Colour jitter follows Monodepth2 (torchvision `ColorJitter(brightness=(0.8, 1.2),
-contrast=(0.8, 1.2), saturation=(0.8, 1.2), hue=(-0.1, 0.1))`, sampled once per example):
-the four factors are drawn uniformly and the four operations are applied in a random order
-(a random permutation per example, as torchvision <= 0.7's `get_params` did), each with
-torchvision's formula (see `color_jitter`).
+`config.data.augment="monodepth2"`: colour jitter follows Monodepth2 (torchvision
+`ColorJitter(brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2),
+hue=(-0.1, 0.1))`, sampled once per example, applied with p 0.5): the four factors are drawn
+uniformly and the four operations are applied in a random order (a random permutation per
+example, as torchvision <= 0.7's `get_params` did), each with torchvision's formula (see
+`color_jitter`).
+
+`"strong"`: SimCLR's colour distortion (Chen et al. 2020, appendix A: `ColorJitter(0.8, 0.8,
+0.8, 0.2)` with p 0.8, then grayscale with p 0.2) and Gaussian blur with p 0.5 and sigma
+U(0.1, 2) px. Nothing in it imitates a particular camera or renderer. Both modes flip with
+p 0.5 first.
 """
 
 from __future__ import annotations
@@ -18,6 +24,16 @@ BRIGHTNESS_RANGE = (0.8, 1.2)
 CONTRAST_RANGE = (0.8, 1.2)
 SATURATION_RANGE = (0.8, 1.2)
 HUE_RANGE = (-0.1, 0.1)
+JITTER_RANGES = (BRIGHTNESS_RANGE, CONTRAST_RANGE, SATURATION_RANGE, HUE_RANGE)
+# SimCLR's colour distortion at strength 1: ColorJitter(0.8, 0.8, 0.8, 0.2) with p 0.8,
+# grayscale with p 0.2; then Gaussian blur with p 0.5, sigma U(0.1, 2.0) px.
+STRONG_JITTER_PROBABILITY = 0.8
+STRONG_JITTER_RANGES = ((0.2, 1.8), (0.2, 1.8), (0.2, 1.8), (-0.2, 0.2))
+GRAYSCALE_PROBABILITY = 0.2
+BLUR_PROBABILITY = 0.5
+BLUR_SIGMA_RANGE = (0.1, 2.0)
+# Taps each side of the blur kernel: 3 sigma at the largest sigma.
+BLUR_RADIUS = 6
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma), also tf.image.rgb_to_grayscale's.
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 
@@ -75,17 +91,19 @@ def adjust_hue(image: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
     return tf.image.adjust_hue(image, delta)
 
 
-def color_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Monodepth2's colour jitter with all randomness from the stateless `seed` (shape (2,)).
+def color_jitter(image: tf.Tensor, seed: tf.Tensor,
+                 ranges: tuple[tuple[float, float], ...] = JITTER_RANGES) -> tf.Tensor:
+    """Colour jitter with all randomness from the stateless `seed` (shape (2,)).
 
-    Factors: brightness, contrast, saturation ~ U(0.8, 1.2), hue ~ U(-0.1, 0.1); the four
-    operations run in a random order.
+    Factors: brightness, contrast, saturation and hue drawn uniformly from `ranges`
+    (Monodepth2's by default: U(0.8, 1.2) x 3, hue U(-0.1, 0.1)); the four operations run in
+    a random order.
     """
     seeds = tf.random.experimental.stateless_split(seed, num=5)
-    brightness = tf.random.stateless_uniform([], seeds[0], *BRIGHTNESS_RANGE)
-    contrast = tf.random.stateless_uniform([], seeds[1], *CONTRAST_RANGE)
-    saturation = tf.random.stateless_uniform([], seeds[2], *SATURATION_RANGE)
-    hue = tf.random.stateless_uniform([], seeds[3], *HUE_RANGE)
+    brightness = tf.random.stateless_uniform([], seeds[0], *ranges[0])
+    contrast = tf.random.stateless_uniform([], seeds[1], *ranges[1])
+    saturation = tf.random.stateless_uniform([], seeds[2], *ranges[2])
+    hue = tf.random.stateless_uniform([], seeds[3], *ranges[3])
     order = tf.argsort(tf.random.stateless_uniform([4], seeds[4]))
     for position in range(4):
         image = tf.switch_case(
@@ -100,6 +118,42 @@ def color_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return image
 
 
+def gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+    """Separable Gaussian blur of an (H, W, 3) image, `2 * BLUR_RADIUS + 1` taps per axis,
+    reflected borders; `sigma` in pixels."""
+    offsets = tf.range(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(offsets / sigma))
+    kernel = kernel / tf.reduce_sum(kernel)
+    channels = 3
+    pad = [[0, 0], [BLUR_RADIUS, BLUR_RADIUS], [BLUR_RADIUS, BLUR_RADIUS], [0, 0]]
+    x = tf.pad(image[None], pad, mode="REFLECT")
+    horizontal = tf.tile(tf.reshape(kernel, (1, -1, 1, 1)), (1, 1, channels, 1))
+    vertical = tf.tile(tf.reshape(kernel, (-1, 1, 1, 1)), (1, 1, channels, 1))
+    x = tf.nn.depthwise_conv2d(x, horizontal, strides=[1, 1, 1, 1], padding="VALID")
+    x = tf.nn.depthwise_conv2d(x, vertical, strides=[1, 1, 1, 1], padding="VALID")
+    return tf.clip_by_value(x[0], 0.0, 1.0)
+
+
+def strong_distortion(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """SimCLR's colour distortion and Gaussian blur (module docstring), from `seed` (2,)."""
+    seeds = tf.random.experimental.stateless_split(seed, num=6)
+
+    def draw(index: int) -> tf.Tensor:
+        return tf.random.stateless_uniform([], seeds[index])
+
+    image = tf.cond(
+        draw(0) < STRONG_JITTER_PROBABILITY,
+        lambda: color_jitter(image, seeds[1], STRONG_JITTER_RANGES), lambda: image,
+    )
+    image = tf.cond(
+        draw(2) < GRAYSCALE_PROBABILITY,
+        lambda: tf.tile(_grayscale(image), (1, 1, 3)), lambda: image,
+    )
+    sigma = tf.random.stateless_uniform([], seeds[4], *BLUR_SIGMA_RANGE)
+    return tf.cond(draw(3) < BLUR_PROBABILITY, lambda: gaussian_blur(image, sigma),
+                   lambda: image)
+
+
 def _augmentation_seeds(augment_seed: int, index: tf.Tensor) -> tuple[tf.Tensor, ...]:
     """Stateless seeds (flip decision, jitter decision, jitter parameters) of one record."""
     seed = tf.stack([tf.constant(augment_seed, tf.int64), index])
@@ -108,8 +162,9 @@ def _augmentation_seeds(augment_seed: int, index: tf.Tensor) -> tuple[tf.Tensor,
 
 def flip_and_jitter(index: tf.Tensor, images: dict[str, tf.Tensor],
                      others: dict[str, tf.Tensor], augment_seed: int,
-                     jittered_key: str) -> dict[str, tf.Tensor]:
-    """Flips every tensor (width axis 1) together with p = 0.5, then jitters one image."""
+                     jittered_key: str, strength: str = "monodepth2") -> dict[str, tf.Tensor]:
+    """Flips every tensor (width axis 1) together with p = 0.5, then distorts one image:
+    Monodepth2's jitter (`strength="monodepth2"`) or `strong_distortion` ("strong")."""
     flip_seed, jitter_decision_seed, jitter_seed = _augmentation_seeds(augment_seed, index)
     flip = tf.random.stateless_uniform([], flip_seed) < FLIP_PROBABILITY
     outputs = {
@@ -117,8 +172,13 @@ def flip_and_jitter(index: tf.Tensor, images: dict[str, tf.Tensor],
                      lambda value=value: value)
         for key, value in {**images, **others}.items()
     }
-    do_jitter = tf.random.stateless_uniform([], jitter_decision_seed) < JITTER_PROBABILITY
     image = outputs[jittered_key]
+    if strength == "strong":
+        outputs[jittered_key] = strong_distortion(image, jitter_seed)
+        return outputs
+    if strength != "monodepth2":
+        raise ValueError(f"augmentation strength {strength!r}: use 'monodepth2' or 'strong'")
+    do_jitter = tf.random.stateless_uniform([], jitter_decision_seed) < JITTER_PROBABILITY
     outputs[jittered_key] = tf.cond(
         do_jitter, lambda: color_jitter(image, jitter_seed), lambda: image
     )

@@ -138,7 +138,7 @@ def test_variants_without_domain_classifier_have_no_target_stream(data_dir):
 
 def test_unaugmented_stream_is_resized_dataset(data_dir):
     """Without augmentation every example is the stored frame resized, clean == image."""
-    config = make_config(data_dir, augment=False)
+    config = make_config(data_dir, augment="none")
     references = [render.render_example("source", 0, "train", index, *NATIVE)
                   for index in range(NUM_EXAMPLES)]
     expected_depths = [numpy_nearest(ref["depth"], SIZE) for ref in references]
@@ -164,7 +164,7 @@ def test_unaugmented_stream_is_resized_dataset(data_dir):
 
 
 def test_flip_is_shared_by_image_depth_and_labels(data_dir):
-    plain = take(train_iterator(make_config(data_dir, augment=False)), 6)
+    plain = take(train_iterator(make_config(data_dir, augment="none")), 6)
     augmented = take(train_iterator(make_config(data_dir)), 6)
     flipped_count = jittered_count = 0
     for batch_plain, batch_aug in zip(plain, augmented, strict=True):
@@ -217,7 +217,7 @@ def test_cache_gives_the_same_stream(data_dir):
 
 
 def test_processes_read_disjoint_halves(data_dir):
-    config = make_config(data_dir, augment=False)
+    config = make_config(data_dir, augment="none")
     config.batch_size = 4
     depths = []
     for process_index in range(2):

@@ -233,10 +233,12 @@ def compute_loss_terms(
 ) -> dict[str, Array]:
     """All loss terms and the weighted total for one batch (paper eq. 6).
 
-    `outputs` is the model's dict (`disp`, `seg_logits`, `domain_logits`, the latter two None
-    when the variant lacks them); `batch` holds `source_image_clean`, `source_depth`,
-    `source_label`. Returns float32 scalars: `depth`, `seg`, `adv`, `total` (absent terms 0),
-    plus `domain_acc_source` / `domain_acc_target` (0 without a domain classifier).
+    `outputs` is the model's dict (`disp`, `seg_logits`, `domain_logits` and
+    `output_domain_logits`, the last three None when the variant lacks them); `batch` holds
+    `source_image_clean`, `source_depth`, `source_label`. Returns float32 scalars: `depth`,
+    `seg`, `adv` (mean over the feature classifiers), `adv_output` (the output-space
+    classifier), `total` (absent terms 0), plus `domain_acc_source` / `domain_acc_target`,
+    the mean accuracies over every domain classifier (0 without one).
     """
     zero = jnp.float32(0.0)
     terms = {
@@ -252,25 +254,33 @@ def compute_loss_terms(
         ),
         "seg": zero,
         "adv": zero,
+        "adv_output": zero,
         "domain_acc_source": zero,
         "domain_acc_target": zero,
     }
     if outputs.get("seg_logits") is not None:
         terms["seg"] = segmentation_loss(outputs["seg_logits"], batch["source_label"])
+    classifiers = []
     if outputs.get("domain_logits") is not None:
         domain_logits = outputs["domain_logits"]
         # The bottleneck classifier alone (the paper's model), or one per aligned encoder
-        # level ({level: logits}): mean loss and mean accuracies over the classifiers.
-        per_level = [domain_logits] if "source" in domain_logits else domain_logits.values()
+        # level ({level: logits}): mean loss over the classifiers.
+        per_level = [domain_logits] if "source" in domain_logits else list(domain_logits.values())
         for logits in per_level:
             terms["adv"] = terms["adv"] + adversarial_loss(logits["source"], logits["target"])
-            acc_source, acc_target = domain_accuracy(logits["source"], logits["target"])
-            terms["domain_acc_source"] = terms["domain_acc_source"] + acc_source
-            terms["domain_acc_target"] = terms["domain_acc_target"] + acc_target
-        for name in ("adv", "domain_acc_source", "domain_acc_target"):
-            terms[name] = terms[name] / len(per_level)
+        terms["adv"] = terms["adv"] / len(per_level)
+        classifiers += per_level
+    if outputs.get("output_domain_logits") is not None:
+        logits = outputs["output_domain_logits"]
+        terms["adv_output"] = adversarial_loss(logits["source"], logits["target"])
+        classifiers.append(logits)
+    for logits in classifiers:
+        acc_source, acc_target = domain_accuracy(logits["source"], logits["target"])
+        terms["domain_acc_source"] = terms["domain_acc_source"] + acc_source / len(classifiers)
+        terms["domain_acc_target"] = terms["domain_acc_target"] + acc_target / len(classifiers)
     terms["total"] = (
         config.loss.adv_weight * terms["adv"]
+        + config.loss.output_adv_weight * terms["adv_output"]
         + config.loss.depth_weight * terms["depth"]
         + config.loss.seg_weight * terms["seg"]
     )

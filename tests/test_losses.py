@@ -221,7 +221,7 @@ def _loss_config() -> ml_collections.ConfigDict:
         "model": {"min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH},
         "data": {"max_depth": MAX_GT_DEPTH},
         "loss": {"depth_weight": 1.0, "seg_weight": 0.1, "adv_weight": 0.2, "l1_weight": 0.15,
-                 "smoothness_weight": 1e-3},
+                 "smoothness_weight": 1e-3, "output_adv_weight": 0.01},
     })
 
 
@@ -248,6 +248,34 @@ def test_total_is_the_weighted_sum(depth_inputs, rng):
     np.testing.assert_allclose(float(baseline["total"]), float(terms["depth"]), rtol=1e-6)
 
 
+def test_output_space_term_has_its_own_weight_and_joins_the_accuracies(depth_inputs):
+    """The output-space classifier's BCE enters the total with loss.output_adv_weight, the
+    feature classifiers' with adv_weight; accuracies average over all classifiers."""
+    disps, gt, image = depth_inputs
+    feature = {"source": jnp.ones((2, 1, 2, 1)), "target": -jnp.ones((2, 1, 2, 1))}
+    output = {"source": -jnp.ones((2, 4, 4, 1)), "target": -jnp.ones((2, 4, 4, 1))}
+    batch = {"source_image_clean": jnp.asarray(image), "source_depth": jnp.asarray(gt)}
+    common = {"disp": [jnp.asarray(d) for d in disps], "seg_logits": None}
+    terms = losses.compute_loss_terms(
+        {**common, "domain_logits": feature, "output_domain_logits": output}, batch,
+        _loss_config())
+    expected_output = 0.5 * (math.log1p(math.exp(1.0)) + math.log1p(math.exp(-1.0)))
+    np.testing.assert_allclose(float(terms["adv_output"]), expected_output, rtol=1e-6)
+    np.testing.assert_allclose(float(terms["adv"]), math.log1p(math.exp(-1.0)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(terms["total"]),
+        float(terms["depth"]) + 0.2 * float(terms["adv"]) + 0.01 * expected_output, rtol=1e-6)
+    # Feature classifier right on both domains, output classifier right on the target only.
+    assert float(terms["domain_acc_source"]) == 0.5
+    assert float(terms["domain_acc_target"]) == 1.0
+    alone = losses.compute_loss_terms(
+        {**common, "domain_logits": None, "output_domain_logits": output}, batch,
+        _loss_config())
+    assert float(alone["adv"]) == 0.0
+    np.testing.assert_allclose(float(alone["total"]),
+                               float(terms["depth"]) + 0.01 * expected_output, rtol=1e-6)
+
+
 def test_adversarial_terms_average_the_aligned_levels():
     rng = np.random.default_rng(3)
     per_level = {
@@ -259,7 +287,7 @@ def test_adversarial_terms_average_the_aligned_levels():
         model=SimpleNamespace(min_depth=1.0, max_depth=100.0),
         data=SimpleNamespace(max_depth=80.0),
         loss=SimpleNamespace(l1_weight=0.15, smoothness_weight=1e-3, depth_weight=1.0,
-                             seg_weight=0.1, adv_weight=0.1),
+                             seg_weight=0.1, adv_weight=0.1, output_adv_weight=0.001),
     )
     batch = {"source_image_clean": jnp.full((2, 8, 8, 3), 0.5, jnp.float32),
              "source_depth": jnp.full((2, 8, 8), 10.0, jnp.float32)}

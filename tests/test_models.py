@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import default
 from damono_jax import losses
 from damono_jax.models import (
     BasicBlock,
@@ -26,19 +27,9 @@ LARGE_SIZES = [(192, 640), (320, 1024), (256, 512)]
 
 
 def _model_config(**overrides) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(
-        {
-            "num_classes": 19,
-            "upsample_mode": "bilinear",
-            "encoder_init": "scratch",
-            "shared_block_grad": "mean",
-            "discriminator_features": (256, 128),
-            "align_levels": (4,),
-            "domain_specific_bn": False,
-            "min_depth": 0.1,
-            "max_depth": 100.0,
-        }
-    )
+    """configs/default.py's model block (Monodepth2's 0.1 m near plane) with `overrides`."""
+    config = default.get_config().model
+    config.min_depth = 0.1
     config.update(overrides)
     return config
 

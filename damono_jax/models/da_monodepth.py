@@ -39,8 +39,15 @@ VARIANTS: dict[str, dict[str, bool]] = {
 # (4 is the bottleneck, the paper's only alignment point).
 ALIGN_LEVELS = (0, 1, 2, 3, 4)
 BOTTLENECK_LEVEL = 4
-# Parameter subtree of the bottleneck classifier; other levels append "_<level>".
+# Parameter subtree of the bottleneck classifier; other levels append "_<level>", the
+# output-space classifier "_output". Every subtree starting with it is a domain classifier.
 DOMAIN_CLASSIFIER = "domain_classifier"
+OUTPUT_CLASSIFIER = f"{DOMAIN_CLASSIFIER}_output"
+# What conditions the bottleneck classifier: nothing (the paper) or CDAN's randomized
+# multilinear map of the bottleneck and the semantic softmax (Long et al. 2018).
+DOMAIN_CONDITIONINGS = ("none", "cdan")
+# CDAN's random matrices are fixed Gaussians, drawn from this key (never trained).
+CDAN_KEY = 0
 SHARED_BLOCK_GRAD_MODES = ("mean", "sum")
 DEPTH_NET_PARTS = ("encoder", "shared_block", "depth_decoder")
 # Compute dtypes by config name; parameters are always float32.
@@ -79,6 +86,14 @@ class DAMonodepth(nn.Module):
         PatchGAN classifier of their own; the paper aligns the bottleneck only, `(4,)`.
       domain_specific_bn: with the domain classifier, the encoder's BatchNorms keep source
         and target statistics apart (`resnet.DomainBatchNorm`); the paper shares them.
+      discriminator_spectral_norm: spectral normalisation of every classifier's convs.
+      output_alignment: the decoders also run on the target half, and a PatchGAN
+        (`output_discriminator_features`) behind a GRL classifies the scale-0 disparity
+        concatenated with the scale-0 semantic softmax (AdaptSegNet's output space).
+      domain_conditioning: "none" (the paper) or "cdan": the bottleneck classifier reads
+        CDAN's randomized multilinear map (`cdan_features` wide) of the bottleneck and the
+        semantic decoder's softmax (scale 3, average-pooled to the bottleneck; no gradient
+        flows into the softmax, as in CDAN). Needs the semantic decoder.
       dtype: compute dtype (float32 or bfloat16); parameters are always float32, and the
         disparities and logits are returned in float32.
       conv: the convolution module of every layer, `nn.Conv` (XLA's autodiff) or
@@ -93,6 +108,11 @@ class DAMonodepth(nn.Module):
     discriminator_features: Sequence[int] = (256, 128)
     align_levels: Sequence[int] = (BOTTLENECK_LEVEL,)
     domain_specific_bn: bool = False
+    discriminator_spectral_norm: bool = False
+    output_alignment: bool = False
+    output_discriminator_features: Sequence[int] = (64, 128, 256, 512)
+    domain_conditioning: str = "none"
+    cdan_features: int = 1024
     dtype: Any = jnp.float32
     conv: ModuleDef = nn.Conv
 
@@ -121,6 +141,11 @@ class DAMonodepth(nn.Module):
             discriminator_features=tuple(model_config.discriminator_features),
             align_levels=tuple(sorted(model_config.align_levels)),
             domain_specific_bn=model_config.domain_specific_bn,
+            discriminator_spectral_norm=model_config.discriminator_spectral_norm,
+            output_alignment=model_config.output_alignment,
+            output_discriminator_features=tuple(model_config.output_discriminator_features),
+            domain_conditioning=model_config.domain_conditioning,
+            cdan_features=model_config.cdan_features,
             dtype=_compute_dtype(dtype),
             conv=conv,
         )
@@ -149,7 +174,8 @@ class DAMonodepth(nn.Module):
           "seg_logits": 4 arrays (B_s, H/2**s, W/2**s, K) or None; "domain_logits":
           {"source": (B_s, h, w, 1), "target": (B_t, h, w, 1)} patch logits of the bottleneck
           classifier, or `{level: {"source", "target"}}` when `align_levels` is not `(4,)`,
-          or None. All float32.
+          or None (no feature classifier); "output_domain_logits": the output-space
+          classifier's {"source", "target"} patch logits, or None. All float32.
         """
         _check_images(source_images, "source_images")
         if self.use_domain_classifier:
@@ -180,47 +206,106 @@ class DAMonodepth(nn.Module):
             name="encoder",
         )(images, train=train)
         source_features = [f[:num_source] for f in features]
+        # Output alignment and CDAN read the decoders' outputs on the target half too. The
+        # decoders have no batch statistics, so their source half is what it would be alone.
+        decode_target = self.use_domain_classifier and (
+            self.output_alignment or self.domain_conditioning == "cdan"
+        )
+        decoded = features if decode_target else source_features
 
         x = SharedBlock(
             upsample_mode=self.upsample_mode,
             dtype=self.dtype,
             conv=self.conv,
             name="shared_block",
-        )(source_features[4], source_features[3])
-        disp = DepthDecoder(
+        )(decoded[4], decoded[3])
+        disp_all = DepthDecoder(
             upsample_mode=self.upsample_mode,
             dtype=self.dtype,
             conv=self.conv,
             name="depth_decoder",
-        )(x, source_features)
+        )(x, decoded)
 
-        seg_logits = None
+        seg_all = None
         if self.use_semantic:
-            seg_logits = SemanticDecoder(
+            seg_all = SemanticDecoder(
                 num_output_channels=self.num_classes,
                 upsample_mode=self.upsample_mode,
                 dtype=self.dtype,
                 conv=self.conv,
                 name="semantic_decoder",
-            )(x, source_features)
+            )(x, decoded)
+
+        def source_half(maps: list[jax.Array] | None) -> list[jax.Array] | None:
+            if maps is None or not decode_target:
+                return maps
+            return [m[:num_source] for m in maps]
+
+        def split(logits: jax.Array) -> dict[str, jax.Array]:
+            return {"source": logits[:num_source], "target": logits[num_source:]}
 
         domain_logits = None
+        output_domain_logits = None
         if self.use_domain_classifier:
             domain_logits = {}
             for level in self.align_levels:
+                inputs = features[level]
+                if level == BOTTLENECK_LEVEL and self.domain_conditioning == "cdan":
+                    inputs = cdan_randomized_map(
+                        inputs, bottleneck_softmax(seg_all[-1], inputs.shape[1:3]),
+                        self.cdan_features,
+                    )
                 logits = PatchDiscriminator(
                     features=tuple(self.discriminator_features),
                     dtype=self.dtype,
                     conv=self.conv,
+                    spectral_norm=self.discriminator_spectral_norm,
                     name=domain_classifier_name(level),
-                )(gradient_reversal(features[level], grl_scale))
-                domain_logits[level] = {
-                    "source": logits[:num_source], "target": logits[num_source:]
-                }
-            if tuple(domain_logits) == (BOTTLENECK_LEVEL,):
+                )(gradient_reversal(inputs, grl_scale), train=train)
+                domain_logits[level] = split(logits)
+            if not domain_logits:
+                domain_logits = None
+            elif tuple(domain_logits) == (BOTTLENECK_LEVEL,):
                 domain_logits = domain_logits[BOTTLENECK_LEVEL]
+            if self.output_alignment:
+                outputs = [disp_all[0].astype(jnp.float32)]
+                if seg_all is not None:
+                    outputs.append(jax.nn.softmax(seg_all[0].astype(jnp.float32), axis=-1))
+                logits = PatchDiscriminator(
+                    features=tuple(self.output_discriminator_features),
+                    dtype=self.dtype,
+                    conv=self.conv,
+                    spectral_norm=self.discriminator_spectral_norm,
+                    name=OUTPUT_CLASSIFIER,
+                )(gradient_reversal(jnp.concatenate(outputs, axis=-1), grl_scale), train=train)
+                output_domain_logits = split(logits)
 
-        return {"disp": disp, "seg_logits": seg_logits, "domain_logits": domain_logits}
+        return {"disp": source_half(disp_all), "seg_logits": source_half(seg_all),
+                "domain_logits": domain_logits, "output_domain_logits": output_domain_logits}
+
+
+def bottleneck_softmax(seg_logits: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Class probabilities of `seg_logits` (B, h, w, K) average-pooled to `size`, with no
+    gradient (CDAN conditions on the prediction; the official code detaches it)."""
+    probabilities = jax.nn.softmax(seg_logits.astype(jnp.float32), axis=-1)
+    factor = (probabilities.shape[1] // size[0], probabilities.shape[2] // size[1])
+    pooled = nn.avg_pool(probabilities, factor, strides=factor)
+    return jax.lax.stop_gradient(pooled)
+
+
+def cdan_randomized_map(features: jax.Array, probabilities: jax.Array, width: int) -> jax.Array:
+    """CDAN's randomized multilinear map `(f R_f) * (g R_g) / sqrt(width)` per position.
+
+    `features` (B, h, w, C), `probabilities` (B, h, w, K); R_f (C, width) and R_g (K, width)
+    are fixed standard Gaussians drawn from `CDAN_KEY` (Long et al. 2018, section 3.2: the
+    randomized form of f (x) g when C * K is large). Returns (B, h, w, width) in the
+    features' dtype.
+    """
+    key_f, key_g = jax.random.split(jax.random.PRNGKey(CDAN_KEY))
+    random_f = jax.random.normal(key_f, (features.shape[-1], width), jnp.float32)
+    random_g = jax.random.normal(key_g, (probabilities.shape[-1], width), jnp.float32)
+    mapped = (features.astype(jnp.float32) @ random_f) * (probabilities @ random_g)
+    return (mapped / jnp.sqrt(jnp.float32(width))).astype(features.dtype)
 
 
 def domain_classifier_name(level: int) -> str:

@@ -41,9 +41,29 @@ class PatchDiscriminator(nn.Module):
     features: Sequence[int] = (256, 128)
     dtype: jnp.dtype = jnp.float32
     conv: ModuleDef = nn.Conv  # or conv.BandConv (damono_jax.models.conv)
+    # Spectral normalisation of every conv (flax `nn.SpectralNorm`, one power iteration a
+    # call; its `u` and `sigma` live in `batch_stats` and are updated when `train`).
+    spectral_norm: bool = False
+
+    def _layer(self, x: jax.Array, width: int, stride: int, name: str, train: bool
+               ) -> jax.Array:
+        layer = self.conv(
+            width,
+            (3, 3),
+            strides=(stride, stride),
+            padding=((1, 1), (1, 1)),
+            kernel_init=_patchgan_init,
+            bias_init=nn.initializers.zeros,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name=name,
+        )
+        if self.spectral_norm:
+            return nn.SpectralNorm(layer, name=f"spectral_norm_{name}")(x, update_stats=train)
+        return layer(x)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if len(self.features) == 0 or any(int(f) <= 0 for f in self.features):
             raise ValueError(
                 f"discriminator features must be a non-empty sequence of positive widths, "
@@ -51,27 +71,7 @@ class PatchDiscriminator(nn.Module):
             )
         x = x.astype(self.dtype)
         for index, width in enumerate(self.features):
-            x = self.conv(
-                int(width),
-                (3, 3),
-                strides=(2, 2),
-                padding=((1, 1), (1, 1)),
-                kernel_init=_patchgan_init,
-                bias_init=nn.initializers.zeros,
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                name=f"conv_{index}",
-            )(x)
-            x = nn.leaky_relu(x, LEAKY_RELU_SLOPE)
-        logits = self.conv(
-            1,
-            (3, 3),
-            strides=(1, 1),
-            padding=((1, 1), (1, 1)),
-            kernel_init=_patchgan_init,
-            bias_init=nn.initializers.zeros,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name="logits",
-        )(x)
+            x = nn.leaky_relu(self._layer(x, int(width), 2, f"conv_{index}", train),
+                              LEAKY_RELU_SLOPE)
+        logits = self._layer(x, 1, 1, "logits", train)
         return logits.astype(jnp.promote_types(self.dtype, jnp.float32))  # float64 stays

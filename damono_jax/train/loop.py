@@ -146,7 +146,7 @@ def _train_and_evaluate(
     depth_monitor = monitors.DepthCollapseMonitor(
         config.grl.collapse_patience, config.log_every_steps
     )
-    logged_names = monitors.variant_metric_names(config.variant)
+    logged_names = monitors.variant_metric_names(config.variant, config.model.output_alignment)
     last_saved = checkpointer.latest_step()
     accumulated: monitors.TrainMetrics | None = None
     pending: tuple[int, dict[str, jax.Array]] | None = None

@@ -27,6 +27,7 @@ class TrainMetrics(metrics.Collection):
     depth_loss: metrics.Average.from_output("depth_loss")
     seg_loss: metrics.Average.from_output("seg_loss")
     adv_loss: metrics.Average.from_output("adv_loss")
+    adv_output_loss: metrics.Average.from_output("adv_output_loss")
     domain_acc_source: metrics.Average.from_output("domain_acc_source")
     domain_acc_target: metrics.Average.from_output("domain_acc_target")
     disp_std: metrics.Average.from_output("disp_std")
@@ -34,14 +35,17 @@ class TrainMetrics(metrics.Collection):
     learning_rate: metrics.LastValue.from_output("learning_rate")
 
 
-def variant_metric_names(variant: str) -> tuple[str, ...]:
-    """The metric names that mean something for a variant (others are always 0)."""
+def variant_metric_names(variant: str, output_alignment: bool = False) -> tuple[str, ...]:
+    """The metric names that mean something for a variant (others are always 0); the
+    output-space classifier's loss only with `output_alignment`."""
     flags = config_utils.variant_flags(variant)
     names = ["loss", "depth_loss", "disp_std", "learning_rate"]
     if flags["use_semantic"]:
         names.append("seg_loss")
     if flags["use_domain_classifier"]:
         names += ["adv_loss", "domain_acc_source", "domain_acc_target", "grl_scale"]
+        if output_alignment:
+            names.append("adv_output_loss")
     return tuple(names)
 
 

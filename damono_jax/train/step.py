@@ -28,11 +28,12 @@ from damono_jax import fda, losses, models
 from damono_jax.train.state import TrainState, create_optimizer, freeze_config
 
 # Loss terms checked for NaN/Inf after every step, in the order they are reported.
-CHECKED_TERMS = ("depth", "seg", "adv", "total")
+CHECKED_TERMS = ("depth", "seg", "adv", "adv_output", "total")
 # What the step reports per step (float32 scalars), averaged by the loop over a log interval;
 # `grl_scale` and `learning_rate` are reported as their last value.
 STEP_METRICS = (
-    "loss", "depth_loss", "seg_loss", "adv_loss", "domain_acc_source", "domain_acc_target",
+    "loss", "depth_loss", "seg_loss", "adv_loss", "adv_output_loss", "domain_acc_source",
+    "domain_acc_target",
     "disp_std", "grl_scale", "learning_rate",
 )
 
@@ -89,6 +90,7 @@ def train_step(
         "depth_loss": terms["depth"],
         "seg_loss": terms["seg"],
         "adv_loss": terms["adv"],
+        "adv_output_loss": terms["adv_output"],
         "domain_acc_source": terms["domain_acc_source"],
         "domain_acc_target": terms["domain_acc_target"],
         "disp_std": terms["disp_std"],

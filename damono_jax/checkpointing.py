@@ -155,6 +155,32 @@ class TrainCheckpointer:
         self.close()
 
 
+def read_raw(directory: str, step: int | None = None) -> RestoredCheckpoint:
+    """Checkpoint `step` (default: the newest complete one) of `directory` (a
+    `WORKDIR/checkpoints` folder) as saved: the state as a nested dict of arrays ("params",
+    "batch_stats", "opt_state", "step", "rng"), without knowing the model that wrote it.
+    Opens the folder read-only; raises CheckpointError naming it when nothing restores."""
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    with _stderr_to_debug_log():
+        manager = ocp.CheckpointManager(directory, options=options)
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None or step not in manager.all_steps():
+            raise CheckpointError(f"{directory}: no complete checkpoint"
+                                  + ("" if step is None else f" at step {step}"))
+        try:
+            with _stderr_to_debug_log():
+                restored = manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        except Exception as error:  # Orbax and tensorstore raise many types
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CheckpointError(f"{directory}/{step}: checkpoint does not restore "
+                                  f"({type(error).__name__}: {reason[:300]})") from error
+    finally:
+        manager.close()
+    return RestoredCheckpoint(step=step, state=dict(restored.state), meta=dict(restored.meta))
+
+
 def abstract_like(state: Any) -> Any:
     """`jax.ShapeDtypeStruct` tree (with shardings) of a concrete state, for `restore`."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -46,6 +47,10 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[int, float
     return path
 
 
+# Characters per line of a Figure 4 column title (a 2.3-inch column at 7 pt).
+TITLE_WRAP_CHARS = 20
+
+
 def plot_qualitative(images: Sequence[np.ndarray], gt_depths: Sequence[np.ndarray],
                      predictions: Mapping[str, Sequence[np.ndarray]], path: str,
                      title: str) -> str:
@@ -69,7 +74,8 @@ def plot_qualitative(images: Sequence[np.ndarray], gt_depths: Sequence[np.ndarra
         for column, depths in enumerate(predictions.values(), start=2):
             grid[row, column].imshow(1.0 / depths[row], cmap=colormap, vmin=vmin, vmax=vmax)
     for column, name in enumerate(columns):
-        grid[0, column].set_title(name, fontsize=8)
+        # Wrapped to the column's width: long run names overlapped their neighbours.
+        grid[0, column].set_title(textwrap.fill(name, TITLE_WRAP_CHARS), fontsize=7)
     for axes in grid.flat:
         axes.set_xticks([])
         axes.set_yticks([])

@@ -34,14 +34,20 @@ EVALUATIONS = (
 CAP = "80"
 SUMMARY_METRICS = ("abs_rel", "rmse", "a1")
 TRAIN_SCALARS = ("train/depth_loss", "train/seg_loss", "train/adv_loss",
-                 "train/domain_acc_source", "train/domain_acc_target")
+                 "train/adv_output_loss", "train/domain_acc_source", "train/domain_acc_target")
 EXTRA_TITLES = {
     "full_all_levels": "+ Seg + DA at every encoder level",
     "fda": "Baseline + FDA (source img. in target style)",
     "full_fda": "+ Seg + DA + FDA",
     "full_dsbn": "+ Seg + DA, domain-specific BN statistics",
     "oracle": "Oracle: baseline on target img. + depth",
+    "full_fair": "+ Seg + DA, fair game (own constant-lr Adam, GRL warm-up, spectral norm, "
+                 "layer3 + layer4)",
+    "full_output": "+ Seg + output-space DA (AdaptSegNet)",
+    "full_cdan": "+ Seg + DA conditioned on the semantic softmax (CDAN)",
 }
+STRONG_TITLE = " + strong aug."
+FLOOR_TITLE = "Floor: constant prior (per-pixel median of source train depth)"
 ADABN_SUFFIX = " + AdaBN"
 # Settings added to the config after runs were recorded, with the value that reproduces
 # the earlier behaviour: a stored run without the key matches only at this value.
@@ -49,8 +55,12 @@ CURVE_TAG = "val/abs_rel"
 
 
 def variant_title(variant: str) -> str:
-    """The table title of a variant (the paper's three, then the beyond-paper ones)."""
-    return {**VARIANT_TITLES, **EXTRA_TITLES}[variant]
+    """The table title of a variant (the paper's three, the beyond-paper ones, and any of
+    them + "_strong", strong augmentation)."""
+    titles = {**VARIANT_TITLES, **EXTRA_TITLES}
+    if variant in titles:
+        return titles[variant]
+    return titles[variant.removesuffix("_strong")] + STRONG_TITLE
 
 
 def logged_scalars(workdir: str, tags: Sequence[str]) -> dict[str, dict[int, float]]:
@@ -105,6 +115,15 @@ def summary_rows(records: Sequence[Mapping[str, Any]], variants: Sequence[str]) 
     return rows
 
 
+def fixed_row(title: str, results: Mapping[str, Any]) -> list[str]:
+    """A summary row for one deterministic predictor (the constant prior): no seeds."""
+    row = [title, "–"]
+    for name, _, _ in EVALUATIONS:
+        metrics = ("abs_rel",) if name == "target_metric" else SUMMARY_METRICS
+        row += [f"{results[name][m]:.3f}" for m in metrics]
+    return row
+
+
 SUMMARY_HEADER = (
     "variant", "seeds",
     "target AbsRel ↓", "target RMSE ↓", "target δ<1.25 ↑",
@@ -114,7 +133,8 @@ SUMMARY_HEADER = (
 RUN_HEADER = (
     "variant", "seed", "train s", "target AbsRel", "target RMSE", "target δ<1.25",
     "target AbsRel no scaling", "source AbsRel", "target / source AbsRel + AdaBN",
-    "final depth loss", "final seg loss", "final adv loss", "classifier acc source / target",
+    "final depth loss", "final seg loss", "final adv loss", "final output adv loss",
+    "classifier acc source / target",
 )
 
 
@@ -141,7 +161,8 @@ def run_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
             f"{r['results']['target']['a1']:.3f}",
             f"{r['results']['target_metric']['abs_rel']:.3f}",
             f"{r['results']['source']['abs_rel']:.3f}", adapted,
-            fmt("depth_loss"), fmt("seg_loss"), fmt("adv_loss"), accuracy,
+            fmt("depth_loss"), fmt("seg_loss"), fmt("adv_loss"), fmt("adv_output_loss"),
+            accuracy,
         ])
     return rows
 
@@ -151,17 +172,44 @@ def schedule_description(config: Any) -> str:
     keys = ("data.image_size", "batch_size", "num_train_steps", "optim.learning_rate",
             "optim.discriminator_learning_rate", "loss.seg_weight", "loss.adv_weight",
             "grl.schedule", "grl.gamma", "grl.max_scale", "model.discriminator_features",
-            "model.encoder_init")
+            "model.encoder_init", "data.augment", "loss.output_adv_weight")
     flat = config_utils.flatten_for_hparams(config)
     return ", ".join(f"`{key}={flat[key]}`" for key in keys)
 
 
 def report(config: Any, records: Sequence[Mapping[str, Any]], variants: Sequence[str],
-           command: str, wall_s: float, figures: Sequence[tuple[str, str]] = ()) -> str:
-    """The markdown body of the section: tables, then `figures` as (caption, relative path)."""
+           command: str, wall_s: float, figures: Sequence[tuple[str, str]] = (), *,
+           context: Mapping[str, Any] | None = None, pretrain_steps: int = 0) -> str:
+    """The markdown body of the section: tables, then `figures` as (caption, relative path).
+
+    `context` (from `ablation.run_ablation`) adds the constant prior's row (the floor) and,
+    with `pretrain_steps`, stage 1's baseline row of the trained-encoder protocol.
+    """
+    context = context or {}
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    rows = summary_rows(records, variants)
+    if "constant_prior" in context:
+        rows.insert(0, fixed_row(FLOOR_TITLE, context["constant_prior"]))
+    pretrained = list(context.get("pretrain", ()))
+    if pretrained:
+        stage1 = summary_rows(pretrained, [pretrained[0]["name"]])[0]
+        stage1[0] = f"Stage 1: {stage1[0]} @ {pretrain_steps} steps (every row starts here)"
+        rows.insert(1, stage1)
+    if pretrain_steps:
+        heading = (f"## Measured: trained-encoder protocol, {pretrain_steps} source-only steps "
+                   f"then {config.num_train_steps} steps per row")
+        protocol = (f"- protocol: stage 1 trains the source-only baseline for {pretrain_steps} "
+                    "steps per seed; every row (the baseline included) starts from its "
+                    "seed's stage-1 checkpoint (`config.init_from`: the weights it shares; "
+                    "new heads and the optimiser start fresh) and trains "
+                    f"{config.num_train_steps} more steps in its own variant, lr "
+                    f"{config.optim.learning_rate} x{config.optim.decay_factor} at "
+                    f"{config.optim.decay_at_fraction:.0%} of those steps")
+    else:
+        heading = "## Measured: baseline vs +seg vs +seg+DA on synthetic_driving"
+        protocol = None
     lines = [
-        "## Measured: baseline vs +seg vs +seg+DA on synthetic_driving",
+        heading,
         "",
         f"- command: `{command}`",
         f"- date (UTC): {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}; machine: "
@@ -169,18 +217,22 @@ def report(config: Any, records: Sequence[Mapping[str, Any]], variants: Sequence
         f"device(s); this invocation took {wall_s / 60:.0f} min (runs found "
         "finished were read back)",
         f"- schedule: {schedule_description(config)}",
+        *([protocol] if protocol else []),
         f"- evaluation: `synthetic_driving/<domain>` test split (200 frames each), cap {CAP} m, "
         "no crop, per-image median scaling (the paper's protocol) unless marked "
         "'no scaling' (metric depth as predicted); mean ± sample std over the seeds. "
         f"'{ADABN_SUFFIX.strip()}' rows: the same runs with the encoder's BatchNorm statistics "
         "re-estimated on the target training images (`damono_jax.adabn`), scored on both "
-        "domains.",
+        "domains. The floor is one depth map for every image, the per-pixel median of the "
+        "source training depth (`damono_jax.constant_prior`); a row above it on the target "
+        "has learned nothing that transfers.",
         "",
-        markdown.markdown_table(SUMMARY_HEADER, summary_rows(records, variants)),
+        markdown.markdown_table(SUMMARY_HEADER, rows),
         "",
         "Every run (last logged training values: mean over the last logging window):",
         "",
-        markdown.markdown_table(RUN_HEADER, run_rows(records)),
+        markdown.markdown_table(RUN_HEADER, run_rows(
+            [{**r, "name": f"stage 1: {r['name']}"} for r in pretrained] + list(records))),
     ]
     for caption, path in figures:
         lines += ["", f"![{caption}]({path})", "", f"*{caption}*"]

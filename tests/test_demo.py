@@ -102,6 +102,29 @@ def test_demo_builds_trains_exports_evaluates_and_predicts(tmp_path, capsys):
         assert np.all(np.isfinite(depth)) and np.all(depth > 0)
     assert f"predicted depth:    {predictions / (stems[0] + '_color.png')}" in printed
 
+    # The floor: the per-pixel median of the 8 source training depth maps, scored on the 8
+    # target test frames exactly as evaluation.evaluate scores a constant prediction.
+    from damono_jax import constant_prior, evaluation, input_pipeline
+
+    data_dir = str(tmp_path / "data")
+    train = [e["depth"] for e in input_pipeline.create_eval_dataset(
+        data_dir, "synthetic_driving/source", "train", (32, 32))]
+    prior = constant_prior.median_depth_map(train)
+    gts = [e["depth"] for e in input_pipeline.create_eval_dataset(
+        data_dir, "synthetic_driving/target", "test", (32, 32))]
+    floor = evaluation.evaluate(gts, [1.0 / prior] * len(gts), cap=80, crop="none")["abs_rel"]
+    assert demo.floor_comparison(returned["results"]["80"]["abs_rel"], floor) in printed
+
+
+def test_floor_comparison_says_when_the_model_is_worse_than_the_floor():
+    better = demo.floor_comparison(0.25, 0.32)
+    assert better == ("    target test AbsRel (cap 80 m): model 0.250, constant prior 0.320 (the "
+                      "floor: the per-pixel median of the source training depth, one map for "
+                      "every image)")
+    worse = demo.floor_comparison(0.39, 0.32)
+    assert worse.splitlines()[1] == ("    the model is WORSE than the constant floor on the "
+                                     "target: what it learned on the source does not transfer")
+
 
 def test_demo_rejects_a_bad_max_examples_per_split(tmp_path):
     with pytest.raises(ValueError, match=r"--max_examples_per_split: must be >= 1, got 0"):

@@ -41,6 +41,26 @@ def _done(start: float) -> None:
     print(f"    done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
+def _floor_abs_rel(config, data_dir: str) -> float:
+    """The constant prior's target test AbsRel (cap 80 m, no crop, median scaling)."""
+    from damono_jax import constant_prior
+
+    prior = constant_prior.source_prior(data_dir, config.data.source, config.data.source_split)
+    return constant_prior.evaluate_prior(prior, data_dir, config.data.eval, "test")[80][
+        "abs_rel"]
+
+
+def floor_comparison(model_abs_rel: float, floor_abs_rel: float) -> str:
+    """The demo's lines on the model against the constant-prior floor."""
+    text = (f"    target test AbsRel (cap 80 m): model {model_abs_rel:.3f}, constant prior "
+            f"{floor_abs_rel:.3f} (the floor: the per-pixel median of the source training "
+            "depth, one map for every image)")
+    if model_abs_rel >= floor_abs_rel:
+        text += ("\n    the model is WORSE than the constant floor on the target: what it "
+                 "learned on the source does not transfer")
+    return text
+
+
 def write_sample_images(config, data_dir: str, output_dir: str, count: int) -> list[str]:
     """Writes the first `count` target test images as PNG files; returns their paths."""
     import tensorflow_datasets as tfds
@@ -112,6 +132,8 @@ def run_demo(
         export_dir, data_dir, split="test", dataset=config.data.eval, crop="none",
         output_dir=eval_dir,
     )
+    print(floor_comparison(results["results"]["80"]["abs_rel"],
+                           _floor_abs_rel(config, data_dir)), flush=True)
     _done(start)
 
     images_dir = os.path.join(workdir, "sample_images")

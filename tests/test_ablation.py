@@ -75,3 +75,34 @@ def test_the_oracle_trains_on_the_target_domain_and_is_scored_on_both():
     assert config.data.source == "synthetic_driving/target"
     assert config.data.target == "synthetic_driving/target"
     assert "oracle" in ablation.NO_ADABN
+
+
+def test_round_two_rows_and_the_strong_suffix():
+    config = synthetic_ablation.get_config()
+    fair = ablation.run_config(config, "full_fair", 0)
+    assert (fair.variant, fair.optim.discriminator_lr_decay, fair.grl.warmup_fraction,
+            fair.model.discriminator_spectral_norm, tuple(fair.model.align_levels)) == (
+        "full", False, ablation.FAIR_WARMUP_FRACTION, True, (3, 4))
+    output = ablation.run_config(config, "full_output", 0)
+    assert output.model.output_alignment and tuple(output.model.align_levels) == ()
+    assert ablation.run_config(config, "full_cdan", 0).model.domain_conditioning == "cdan"
+    strong = ablation.run_config(config, "full_cdan_strong", 1, init_from="/runs/pre")
+    assert (strong.variant, strong.data.augment, strong.model.domain_conditioning,
+            strong.init_from, strong.seed) == ("full", "strong", "cdan", "/runs/pre", 1)
+    assert ablation.run_config(config, "baseline", 0).data.augment == "monodepth2"
+    with pytest.raises(ValueError, match="'seg_weak' is not one of"):
+        ablation.run_config(config, "seg_weak", 0)
+
+
+def test_runs_recorded_before_the_round_two_settings_still_match():
+    """A stage-1 run written before data.augment became a string and the round-2 keys
+    existed is the same run as today's defaults, and only those."""
+    current = ablation.run_settings(ablation.run_config(synthetic_ablation.get_config(),
+                                                        "baseline", 0))
+    old_keys = set(current) - set(ablation.ADDED_SETTINGS)
+    stored = {key: current[key] for key in old_keys}
+    stored["data.augment"] = True
+    assert ablation.settings_differences(stored, current) == []
+    stored["data.augment"] = False
+    assert ablation.settings_differences(stored, current) == [
+        "data.augment: 'none' -> 'monodepth2'"]

@@ -77,7 +77,19 @@ def test_unknown_variant_argument():
         ("seed", -1, r"config\.seed: -1 is not a non-negative integer"),
         ("model.num_classes", 0, r"config\.model\.num_classes: 0 must be positive"),
         ("model.discriminator_features", (), r"config\.model\.discriminator_features"),
-        ("model.align_levels", (), r"config\.model\.align_levels"),
+        ("model.align_levels", (), r"config\.model\.align_levels: \(\) is not a tuple of "
+                                   r"distinct levels .* \(empty only with "
+                                   r"model\.output_alignment\)"),
+        ("data.augment", "heavy", r"config\.data\.augment: unknown value 'heavy'; use one of "
+                                  r"none, monodepth2, strong"),
+        ("grl.warmup_fraction", 1.0, r"config\.grl\.warmup_fraction: 1\.0 is not a number in "
+                                     r"\[0, 1\)"),
+        ("model.domain_conditioning", "dann", r"config\.model\.domain_conditioning: unknown "
+                                              r"value 'dann'"),
+        ("loss.output_adv_weight", -1.0, r"config\.loss\.output_adv_weight: -1\.0 must be "
+                                         r">= 0\.0"),
+        ("init_from", "/nonexistent/run", r"config\.init_from: /nonexistent/run: no such file "
+                                          r"or folder"),
         ("model.align_levels", (4, 4), r"config\.model\.align_levels"),
         ("model.align_levels", (5,), r"config\.model\.align_levels"),
         ("model.shared_block_grad", "average", r"config\.model\.shared_block_grad: unknown"),
@@ -92,6 +104,30 @@ def test_invalid_values_name_the_key(key, value, message):
     node[leaf] = value
     with pytest.raises(ValueError, match=message):
         config_utils.validate(config)
+
+
+def test_cdan_needs_the_semantic_decoder_and_the_bottleneck_alone():
+    config = valid_config()
+    config.model.domain_conditioning = "cdan"
+    config_utils.validate(config)
+    config.model.align_levels = (3, 4)
+    with pytest.raises(ValueError, match=r"config\.model\.domain_conditioning: 'cdan' "
+                                         r"conditions the bottleneck classifier only; "
+                                         r"model\.align_levels is \(3, 4\), use \(4,\)"):
+        config_utils.validate(config)
+    config = vkitti.get_config("baseline")
+    config.data.data_dir = "/data/tfds"
+    config.model.domain_conditioning = "cdan"
+    with pytest.raises(ValueError, match=r"'cdan' needs the semantic decoder; variant "
+                                         r"'baseline' has none"):
+        config_utils.validate(config)
+
+
+def test_output_alignment_alone_needs_no_feature_classifier():
+    config = valid_config()
+    config.model.output_alignment = True
+    config.model.align_levels = ()
+    config_utils.validate(config)
 
 
 def test_data_dir_not_needed_for_export_and_batch_must_split_over_devices():

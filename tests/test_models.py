@@ -555,3 +555,127 @@ def test_domain_specific_bn_model_exports_the_target_statistics_under_depth_net_
     seg = DAMonodepth.from_config(_model_config(domain_specific_bn=True), "seg")
     seg_stats = _abstract_init(seg, source, None, grl_scale=jnp.float32(0))["batch_stats"]
     assert set(seg_stats["encoder"]["bn1"]) == {"mean", "var"}
+
+
+def test_spectral_norm_divides_each_classifier_kernel_by_its_largest_singular_value():
+    discriminator = PatchDiscriminator(features=(8,), spectral_norm=True)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 5)), jnp.float32)
+    variables = discriminator.init(jax.random.key(0), x)
+    train_call = jax.jit(lambda v: discriminator.apply(v, x, train=True,
+                                                       mutable=["batch_stats"])[1])
+    for _ in range(500):  # power iterations, one per training call
+        variables = {"params": variables["params"],
+                     "batch_stats": train_call(variables)["batch_stats"]}
+    for name in ("conv_0", "logits"):
+        kernel = np.asarray(variables["params"][name]["kernel"])
+        sigma = variables["batch_stats"][f"spectral_norm_{name}"][f"{name}/kernel/sigma"]
+        top = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+        np.testing.assert_allclose(float(sigma), top, rtol=1e-4)
+    # At evaluation the stored statistics are used as they are, and nothing changes.
+    plain = PatchDiscriminator(features=(8,))
+    scaled = jax.tree.map(lambda k: k, variables["params"])
+    for name in ("conv_0", "logits"):
+        sigma = variables["batch_stats"][f"spectral_norm_{name}"][f"{name}/kernel/sigma"]
+        scaled[name] = {**scaled[name], "kernel": scaled[name]["kernel"] / sigma}
+    np.testing.assert_allclose(discriminator.apply(variables, x, train=False),
+                               plain.apply({"params": scaled}, x), rtol=1e-4, atol=1e-6)
+
+
+def _adaptation_inputs(batch: int = 2, size: tuple[int, int] = (32, 32)):
+    rng = np.random.default_rng(1)
+    source = jnp.asarray(rng.uniform(size=(batch, *size, 3)), jnp.float32)
+    target = jnp.asarray(rng.uniform(size=(batch, *size, 3)), jnp.float32)
+    return source, target
+
+
+def _reversed_gradient(model, variables, source, target, term, parts):
+    """Gradients of `term(outputs)` w.r.t. `parts` at GRL scales 1 and -1 (plain backprop)."""
+    def loss(params, scale):
+        out, _ = model.apply({**variables, "params": params}, source, target, grl_scale=scale,
+                             train=True, mutable=["batch_stats"])
+        return term(out)
+    gradient = jax.jit(jax.grad(loss))
+    grads = [gradient(variables["params"], jnp.float32(scale)) for scale in (1.0, -1.0)]
+    return [{part: g[part] for part in parts} for g in grads]
+
+
+def test_output_space_alignment_classifies_disparity_and_softmax_of_both_domains():
+    model = DAMonodepth.from_config(
+        _model_config(output_alignment=True, align_levels=(),
+                      output_discriminator_features=(8, 8)), "full")
+    source, target = _adaptation_inputs()
+    variables = jax.jit(model.init)(jax.random.key(0), source, target)
+    assert "domain_classifier" not in variables["params"]
+    # Input channels: 1 disparity + 19 class probabilities.
+    assert variables["params"]["domain_classifier_output"]["conv_0"]["kernel"].shape == (
+        3, 3, 20, 8)
+    out = jax.jit(model.apply)(variables, source, target)
+    assert out["domain_logits"] is None
+    assert out["output_domain_logits"]["source"].shape == (2, 8, 8, 1)
+    assert out["output_domain_logits"]["target"].shape == (2, 8, 8, 1)
+    assert out["disp"][0].shape == (2, 32, 32, 1)
+    # The decoders' source half is what the model without output alignment computes.
+    plain = DAMonodepth.from_config(_model_config(), "seg")
+    params = {k: v for k, v in variables["params"].items() if not k.startswith("domain")}
+    expected = jax.jit(plain.apply)({"params": params, "batch_stats": variables["batch_stats"]},
+                                    jnp.concatenate([source, target]))
+    np.testing.assert_allclose(out["disp"][0], expected["disp"][0][:2], rtol=1e-5, atol=1e-6)
+
+
+def test_output_space_loss_reaches_both_decoders_reversed_and_its_classifier_plainly():
+    model = DAMonodepth.from_config(
+        _model_config(output_alignment=True, align_levels=(),
+                      output_discriminator_features=(8, 8)), "full")
+    source, target = _adaptation_inputs()
+    variables = jax.jit(model.init)(jax.random.key(0), source, target)
+
+    def term(out):
+        return losses.adversarial_loss(out["output_domain_logits"]["source"],
+                                       out["output_domain_logits"]["target"])
+
+    parts = ("depth_decoder", "semantic_decoder", "encoder", "domain_classifier_output")
+    reversed_grads, plain_grads = _reversed_gradient(model, variables, source, target, term,
+                                                     parts)
+    for part in ("depth_decoder", "semantic_decoder", "encoder"):
+        total = sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(plain_grads[part]))
+        assert total > 0, part
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, -b, rtol=1e-5, atol=1e-9),
+                     reversed_grads[part], plain_grads[part])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9),
+                 reversed_grads["domain_classifier_output"],
+                 plain_grads["domain_classifier_output"])
+
+
+def test_cdan_map_is_the_randomized_multilinear_product():
+    from damono_jax.models.da_monodepth import CDAN_KEY, cdan_randomized_map
+
+    rng = np.random.default_rng(2)
+    f = jnp.asarray(rng.normal(size=(2, 1, 2, 6)), jnp.float32)
+    g = jax.nn.softmax(jnp.asarray(rng.normal(size=(2, 1, 2, 3)), jnp.float32))
+    key_f, key_g = jax.random.split(jax.random.PRNGKey(CDAN_KEY))
+    r_f = np.asarray(jax.random.normal(key_f, (6, 16)))
+    r_g = np.asarray(jax.random.normal(key_g, (3, 16)))
+    expected = (np.asarray(f) @ r_f) * (np.asarray(g) @ r_g) / 4.0
+    np.testing.assert_allclose(cdan_randomized_map(f, g, 16), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cdan_classifier_reverses_the_encoder_gradient_and_leaves_the_softmax_alone():
+    model = DAMonodepth.from_config(
+        _model_config(domain_conditioning="cdan", cdan_features=32,
+                      discriminator_features=(8,)), "full")
+    source, target = _adaptation_inputs()
+    variables = model.init(jax.random.key(0), source, target)
+    assert variables["params"]["domain_classifier"]["conv_0"]["kernel"].shape == (3, 3, 32, 8)
+
+    def term(out):
+        return losses.adversarial_loss(out["domain_logits"]["source"],
+                                       out["domain_logits"]["target"])
+
+    reversed_grads, plain_grads = _reversed_gradient(
+        model, variables, source, target, term, ("encoder", "semantic_decoder"))
+    for grads in (reversed_grads, plain_grads):
+        assert all(float(jnp.max(jnp.abs(g))) == 0.0
+                   for g in jax.tree.leaves(grads["semantic_decoder"]))
+    assert sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(plain_grads["encoder"])) > 0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, -b, rtol=1e-5, atol=1e-9),
+                 reversed_grads["encoder"], plain_grads["encoder"])

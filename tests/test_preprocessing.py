@@ -42,6 +42,36 @@ def test_colour_jitter_is_seeded_and_bounded():
     assert not np.array_equal(first, other)
 
 
+def test_gaussian_blur_is_the_normalised_kernel_and_keeps_flat_images():
+    delta = np.zeros((21, 21, 3), np.float32)
+    delta[10, 10] = 1.0
+    blurred = preprocessing.gaussian_blur(tf.constant(delta), tf.constant(1.5)).numpy()
+    taps = np.exp(-0.5 * (np.arange(-6, 7) / 1.5) ** 2)
+    taps /= taps.sum()
+    np.testing.assert_allclose(blurred[4:17, 4:17, 0], np.outer(taps, taps), atol=1e-6)
+    flat = np.full((9, 12, 3), 0.4, np.float32)
+    np.testing.assert_allclose(preprocessing.gaussian_blur(tf.constant(flat),
+                                                           tf.constant(2.0)).numpy(), flat,
+                               atol=1e-6)
+
+
+def test_strong_distortion_rates_over_many_seeds():
+    """Grayscale p 0.2 (channels equal), jitter p 0.8 and blur p 0.5 change the image."""
+    rng = np.random.default_rng(2)
+    image = tf.constant(rng.random((8, 8, 3)).astype(np.float32))
+    outputs = [preprocessing.strong_distortion(image, tf.constant([7, k], tf.int64)).numpy()
+               for k in range(300)]
+    gray = np.mean([np.allclose(o[..., 0], o[..., 1], atol=1e-5)
+                    and np.allclose(o[..., 1], o[..., 2], atol=1e-5) for o in outputs])
+    unchanged = np.mean([np.allclose(o, image.numpy(), atol=1e-6) for o in outputs])
+    # Binomial(300, p): 4 standard deviations around 0.2 and 0.2 * 0.8 * 0.5 = 0.08.
+    assert abs(gray - 0.2) < 4 * np.sqrt(0.2 * 0.8 / 300), gray
+    assert abs(unchanged - 0.08) < 4 * np.sqrt(0.08 * 0.92 / 300), unchanged
+    assert all(0.0 <= o.min() and o.max() <= 1.0 for o in outputs)
+    np.testing.assert_array_equal(
+        outputs[5], preprocessing.strong_distortion(image, tf.constant([7, 5], tf.int64)).numpy())
+
+
 @pytest.mark.parametrize("size", [(192, 640), (48, 160), (96, 160)])
 def test_resize_image_is_antialiased_bilinear(size):
     image = np.random.default_rng(2).integers(0, 256, (96, 320, 3)).astype(np.uint8)

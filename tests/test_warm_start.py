@@ -1,0 +1,62 @@
+"""damono_jax.train.warm_start: which weights `config.init_from` loads, and its errors."""
+
+import numpy as np
+import pytest
+
+from damono_jax import checkpointing
+from damono_jax.train import warm_start
+
+
+def _tree(**parts):
+    return {name: {"kernel": np.full(shape, value, np.float32)}
+            for name, (shape, value) in parts.items()}
+
+
+def test_merge_loads_shared_leaves_keeps_new_ones_and_names_the_unused():
+    fresh = {"params": _tree(encoder=((2, 2), 0.0), semantic_decoder=((3,), 0.0)),
+             "batch_stats": {"encoder": {"mean": np.zeros(2, np.float32)}}}
+    loaded = {"params": _tree(encoder=((2, 2), 1.0), old_head=((4,), 1.0)),
+              "batch_stats": {"encoder": {"mean": np.ones(2, np.float64)}}}
+    result = warm_start.merge_variables(fresh, loaded, "run A")
+    np.testing.assert_array_equal(result.variables["params"]["encoder"]["kernel"], 1.0)
+    np.testing.assert_array_equal(result.variables["params"]["semantic_decoder"]["kernel"], 0.0)
+    assert result.variables["batch_stats"]["encoder"]["mean"].dtype == np.float32
+    assert result.loaded == ("batch_stats/encoder", "params/encoder")
+    assert result.fresh == ("params/semantic_decoder",)
+    assert result.ignored == ("params/old_head",)
+    assert result.partial == ()
+
+
+def test_a_shared_leaf_of_another_shape_is_an_error_naming_it():
+    fresh = {"params": _tree(encoder=((2, 2), 0.0))}
+    loaded = {"params": _tree(encoder=((3, 2), 1.0))}
+    with pytest.raises(ValueError, match=r"config.init_from: run A: params/encoder/kernel has "
+                                         r"shape \(3, 2\) there but \(2, 2\) in this model"):
+        warm_start.merge_variables(fresh, loaded, "run A")
+
+
+def test_read_variables_from_a_workdir_and_from_one_checkpoint_folder(tmp_path):
+    state = {"params": _tree(encoder=((2,), 2.0)), "batch_stats": _tree(encoder=((2,), 3.0)),
+             "step": np.int32(5)}
+    with checkpointing.TrainCheckpointer(str(tmp_path / "run"), 2) as checkpointer:
+        checkpointer.save(4, state, {"step": 4})
+        checkpointer.save(5, state, {"step": 5})
+    variables, source = warm_start.read_variables(str(tmp_path / "run"))
+    assert source == f"checkpoint {tmp_path}/run/checkpoints/5"
+    np.testing.assert_array_equal(variables["params"]["encoder"]["kernel"], 2.0)
+    np.testing.assert_array_equal(variables["batch_stats"]["encoder"]["kernel"], 3.0)
+    _, source = warm_start.read_variables(str(tmp_path / "run" / "checkpoints" / "4"))
+    assert source == f"checkpoint {tmp_path}/run/checkpoints/4"
+
+
+def test_a_folder_that_is_no_run_and_a_run_without_shared_weights_are_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"config.init_from: .*/empty is neither an export "
+                                         r"\(no metadata.json\), a training workdir"):
+        (tmp_path / "empty").mkdir()
+        warm_start.read_variables(str(tmp_path / "empty"))
+    with checkpointing.TrainCheckpointer(str(tmp_path / "run"), 1) as checkpointer:
+        checkpointer.save(1, {"params": _tree(other=((2,), 1.0)), "batch_stats": {}},
+                          {"step": 1})
+    with pytest.raises(ValueError, match=r"config.init_from: checkpoint .*/run/checkpoints/1 "
+                                         r"shares no parameter with this model"):
+        warm_start.warm_start(str(tmp_path / "run"), {"params": _tree(encoder=((2,), 0.0))})

@@ -10,8 +10,9 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 DEMO_DIR ?= demo_output
 ABLATION_DIR ?= ablation_output
+CAMPAIGN_DIR ?= campaign_output
 
-.PHONY: setup test lint demo ablation ablation-long gpu-wheels gpu-bench clean
+.PHONY: setup test lint demo ablation ablation-long campaign gpu-wheels gpu-bench clean
 comma := ,
 
 $(RUNTIME_STAMP): pyproject.toml
@@ -49,6 +50,20 @@ ablation-long: $(RUNTIME_STAMP)
 		--variants=baseline,seg,full --seeds=0 --workdir=$(ABLATION_DIR)_long \
 		--data_dir=$(ABLATION_DIR)/data --output=docs/ablation_synthetic.md --section=long
 
+# Adaptation campaign, round 2 (docs/adaptation_campaign.md): the trained-encoder protocol,
+# 750 source-only steps per seed, then 250 steps of every row from there; 3 seeds, the
+# constant-prior floor, the domain probe of every seed-0 model. About 3 hours on 2 cores;
+# finished runs are reused, so a killed campaign restarts where it stopped.
+CAMPAIGN_VARIANTS = baseline full full_fair full_output full_cdan seg baseline_strong oracle
+CAMPAIGN_PROBE = $(foreach v,$(CAMPAIGN_VARIANTS),$(v)=$(CAMPAIGN_DIR)/$(v)_seed0/export)
+campaign: $(RUNTIME_STAMP)
+	$(PY) -m damono_jax.tools.ablation --config=configs/synthetic_campaign.py \
+		--pretrain_steps=750 --variants=$(subst $(eval) ,$(comma),$(CAMPAIGN_VARIANTS)) \
+		--workdir=$(CAMPAIGN_DIR) --adabn=false --output=docs/adaptation_campaign.md \
+		--section=campaign
+	$(PY) -m damono_jax.tools.domain_probe --data_dir=$(CAMPAIGN_DIR)/data \
+		--runs=$(subst $(eval) ,$(comma),$(CAMPAIGN_PROBE)) --output=docs/adaptation_campaign.md
+
 # The GPU check (BENCHMARKS.md, "GPU check"): `make gpu-wheels` here fetches the one wheel the
 # GPU machine lacks into .whl/ (80 KB); there, `make gpu-bench GPU_OUT=$$OUT` (or
 # `bash benchmarks/gpu/run.sh --out=$$OUT`) installs it and measures, in under 8 minutes.
@@ -69,4 +84,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check damono_jax data_prep configs tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_DIR) $(ABLATION_DIR) $(ABLATION_DIR)_long
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_DIR) $(ABLATION_DIR) $(ABLATION_DIR)_long \
+		$(CAMPAIGN_DIR)

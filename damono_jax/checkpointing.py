@@ -25,12 +25,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from damono_jax.errors import CheckpointError
+
 CHECKPOINT_SUBDIR = "checkpoints"
 UNRESTORABLE_SUBDIR = "checkpoints_unrestorable"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint exists but does not restore (its message is one line naming it)."""
 
 
 @contextlib.contextmanager

@@ -47,14 +47,11 @@ def require_folder_or_absent(path: str | os.PathLike, flag: str) -> None:
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
-    from damono_jax import checkpointing, locks
-    from damono_jax.export import ExportError
-    from damono_jax.predict import PredictError
-    from damono_jax.train.step import NonFiniteLossError
+    from damono_jax import errors
     from data_prep.common import DataError
 
-    return (DataError, ExportError, PredictError, checkpointing.CheckpointError,
-            locks.LockHeldError, NonFiniteLossError,
+    return (DataError, errors.ExportError, errors.PredictError, errors.CheckpointError,
+            errors.LockHeldError, errors.NonFiniteLossError,
             FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
             PermissionError)
 

@@ -32,6 +32,7 @@ import orbax.checkpoint as ocp
 
 import damono_jax
 from damono_jax import files
+from damono_jax.errors import ExportError
 from damono_jax.labels import train_id_names
 from damono_jax.models import UPSAMPLE_MODES, DepthNet, depth_net_variables
 
@@ -50,10 +51,6 @@ REQUIRED_METADATA_KEYS = (
     "class_names",
     "step",
 )
-class ExportError(ValueError):
-    """An export directory is missing, incomplete or inconsistent."""
-
-
 # ----------------------------------------------------------------------------- metadata
 
 

@@ -20,9 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-
-class LockHeldError(RuntimeError):
-    """Another live process holds the lock; the message names it."""
+from damono_jax.errors import LockHeldError
 
 
 def _holder_text(path: Path) -> str:

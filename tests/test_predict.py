@@ -141,6 +141,7 @@ def test_unreadable_image_stops_or_is_skipped(export_dir, image_folder, tmp_path
     inputs = [image_folder / "a.png", bad]
     with pytest.raises(predict.PredictError, match=f"{bad}: cannot read image"):
         predict.predict_images(export_dir, inputs, tmp_path / "stop", progress=False)
+    assert not (tmp_path / "stop").exists()  # --output only once there is something to write
     summary = predict.predict_images(
         export_dir, inputs, tmp_path / "skip", save=("npy",), on_error="skip", batch_size=1,
         progress=False,
@@ -192,6 +193,22 @@ def test_command_line(export_dir, image_folder, tmp_path):
     )
     assert bad.returncode == 2
     assert "--intrinsics=1,2: expected 4 comma-separated" in bad.stderr
+    # A PredictError raised under `python -m damono_jax.predict` (class of __main__ once,
+    # before cli stopped importing predict): exit 1, the error line last, no traceback,
+    # no --output folder left behind.
+    truncated = tmp_path / "cut" / "cut.png"
+    truncated.parent.mkdir()
+    truncated.write_bytes((image_folder / "a.png").read_bytes()[:100])
+    stopped = subprocess.run(
+        [sys.executable, "-m", "damono_jax.predict", f"--export={export_dir}",
+         f"--input={truncated.parent}", f"--output={tmp_path / 'stopped'}", "--on_error=stop"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
+    )
+    assert stopped.returncode == 1, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1].startswith(f"error: {truncated}: cannot "
+                                                              "read image")
+    assert "Traceback" not in stopped.stderr
+    assert not (tmp_path / "stopped").exists()
 
 
 def test_read_image_scales_16_bit_and_converts_gray_rgba_and_palette(tmp_path):

@@ -22,8 +22,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from damono_jax import checkpointing, config_utils, locks, schedules
+from damono_jax.errors import NonFiniteLossError
 from damono_jax.train import monitors, state, step, validation
-from damono_jax.train.step import NonFiniteLossError
 
 TRAIN_LOCK = ".train.lock.process"
 

@@ -39,10 +39,6 @@ STEP_METRICS = (
 
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or Inf; training stopped without saving that state."""
-
-
 def train_step(
     state: TrainState,
     batch: Mapping[str, jax.Array],

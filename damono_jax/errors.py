@@ -1,0 +1,28 @@
+"""The user-facing error classes, on the lowest layer so that every module can raise them
+and `damono_jax.cli` can classify them by type without importing the modules that raise
+them (cli importing predict made an import cycle, and under `python -m damono_jax.predict`
+the class cli checked was not the one `__main__` raised).
+
+Each message is one line naming the file, flag or key at fault; `cli` prints it after
+`error: ` and exits with status 1.
+"""
+
+
+class PredictError(ValueError):
+    """A bad input or flag for prediction."""
+
+
+class ExportError(ValueError):
+    """An export directory is missing, incomplete or inconsistent."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but does not restore (its message is one line naming it)."""
+
+
+class LockHeldError(RuntimeError):
+    """Another live process holds the lock; the message names it."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or Inf; training stopped without saving that state."""

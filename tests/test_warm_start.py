@@ -60,3 +60,27 @@ def test_a_folder_that_is_no_run_and_a_run_without_shared_weights_are_errors(tmp
     with pytest.raises(ValueError, match=r"config.init_from: checkpoint .*/run/checkpoints/1 "
                                          r"shares no parameter with this model"):
         warm_start.warm_start(str(tmp_path / "run"), {"params": _tree(encoder=((2,), 0.0))})
+
+
+def test_read_variables_from_an_export_checks_its_fingerprint(tmp_path):
+    import json
+
+    from damono_jax import export
+    from tests import helpers
+
+    variables = helpers.random_depth_net_variables((32, 32))
+    metadata = {"model": {"upsample_mode": "bilinear"}, "input_size": [32, 32],
+                "min_depth": 1.0, "max_depth": 100.0, "units": "metres",
+                "class_names": ["road"], "step": 9, "variant": "baseline"}
+    export.save_export(tmp_path / "export", variables, metadata)
+    loaded, source = warm_start.read_variables(str(tmp_path / "export"))
+    assert source == f"export {tmp_path}/export (step 9)"
+    np.testing.assert_array_equal(loaded["params"]["encoder"]["conv1"]["kernel"],
+                                  variables["params"]["encoder"]["conv1"]["kernel"])
+    path = tmp_path / "export" / export.METADATA_FILE
+    record = json.loads(path.read_text())
+    record[export.FINGERPRINT_KEY] = "0" * 64
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"config.init_from: .*/export: the variables do not "
+                                         r"match variables_sha256 in metadata.json"):
+        warm_start.read_variables(str(tmp_path / "export"))

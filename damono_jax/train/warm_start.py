@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from damono_jax import checkpointing
+from damono_jax import checkpointing, export
 
 COLLECTIONS = ("params", "batch_stats")
 
@@ -39,14 +39,9 @@ class WarmStart:
 
 def read_variables(path: str) -> tuple[dict[str, Any], str]:
     """`({"params", "batch_stats"}, description)` of the run at `path` (module docstring)."""
-    from damono_jax import export  # the export format (reading an export needs no training)
-
     path = os.path.abspath(path)
     if os.path.isfile(os.path.join(path, export.METADATA_FILE)):
-        from damono_jax.inference import model as inference_model
-
-        loaded = inference_model.load_export(path)
-        return dict(loaded.variables), f"export {path} (step {loaded.metadata['step']})"
+        return _export_variables(path)
     if os.path.isdir(os.path.join(path, checkpointing.CHECKPOINT_SUBDIR)):
         directory, step = os.path.join(path, checkpointing.CHECKPOINT_SUBDIR), None
     elif os.path.isdir(os.path.join(path, "state")) and os.path.basename(path).isdigit():
@@ -65,6 +60,29 @@ def read_variables(path: str) -> tuple[dict[str, Any], str]:
     state = restored.state
     variables = {name: state.get(name, {}) for name in COLLECTIONS}
     return variables, f"checkpoint {directory}/{restored.step}"
+
+
+def _export_variables(path: str) -> tuple[dict[str, Any], str]:
+    """An export's DepthNet variables as saved, checked against its recorded fingerprint."""
+    import json
+
+    import orbax.checkpoint as ocp
+
+    metadata_path = os.path.join(path, export.METADATA_FILE)
+    try:
+        with open(metadata_path) as handle:
+            metadata = json.load(handle)
+        export.check_metadata(metadata, metadata_path)
+        with ocp.StandardCheckpointer() as checkpointer:
+            variables = checkpointer.restore(os.path.join(path, export.VARIABLES_DIR))
+    except (OSError, ValueError) as error:  # json, the metadata check and Orbax
+        raise ValueError(f"config.init_from: {path}: not a readable export "
+                         f"({str(error).splitlines()[0]})") from error
+    expected = metadata.get(export.FINGERPRINT_KEY)
+    if expected is not None and export.variables_fingerprint(variables) != expected:
+        raise ValueError(f"config.init_from: {path}: the variables do not match "
+                         f"{export.FINGERPRINT_KEY} in {export.METADATA_FILE}")
+    return dict(variables), f"export {path} (step {metadata['step']})"
 
 
 def merge_variables(fresh: Mapping[str, Any], loaded: Mapping[str, Any], source: str

@@ -15,14 +15,15 @@ CAMPAIGN_DIR ?= campaign_output
 .PHONY: setup test lint demo ablation ablation-long campaign gpu-wheels gpu-bench clean
 comma := ,
 
-$(RUNTIME_STAMP): pyproject.toml
+# constraints.txt pins every package to the version the suite passed with (README, Install).
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -c constraints.txt -e .
 	@touch $(RUNTIME_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP)
-	$(PY) -m pip install --quiet -e '.[test,onnx]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,onnx]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import jax
@@ -80,6 +81,17 @@ def build_tiny_dataset(directory: str | os.PathLike, name: str, num_examples: in
     download_config = tfds.download.DownloadConfig(max_examples_per_split=num_examples)
     tfds.builder(name, data_dir=path).download_and_prepare(download_config=download_config)
     return path
+
+
+@contextlib.contextmanager
+def lowest_optimisation():
+    """`fast_compilation` for the body of one `with` block (the same caveats)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -22,6 +22,7 @@ from damono_jax.models import (
     gradient_reversal,
     patch_map_size,
 )
+from tests.helpers import lowest_optimisation
 
 LARGE_SIZES = [(192, 640), (320, 1024), (256, 512)]
 
@@ -599,6 +600,7 @@ def _reversed_gradient(model, variables, source, target, term, parts):
     return [{part: g[part] for part in parts} for g in grads]
 
 
+@lowest_optimisation()
 def test_output_space_alignment_classifies_disparity_and_softmax_of_both_domains():
     model = DAMonodepth.from_config(
         _model_config(output_alignment=True, align_levels=(),
@@ -622,6 +624,7 @@ def test_output_space_alignment_classifies_disparity_and_softmax_of_both_domains
     np.testing.assert_allclose(out["disp"][0], expected["disp"][0][:2], rtol=1e-5, atol=1e-6)
 
 
+@lowest_optimisation()
 def test_output_space_loss_reaches_both_decoders_reversed_and_its_classifier_plainly():
     model = DAMonodepth.from_config(
         _model_config(output_alignment=True, align_levels=(),
@@ -659,6 +662,7 @@ def test_cdan_map_is_the_randomized_multilinear_product():
     np.testing.assert_allclose(cdan_randomized_map(f, g, 16), expected, rtol=1e-5, atol=1e-6)
 
 
+@lowest_optimisation()
 def test_cdan_classifier_reverses_the_encoder_gradient_and_leaves_the_softmax_alone():
     model = DAMonodepth.from_config(
         _model_config(domain_conditioning="cdan", cdan_features=32,

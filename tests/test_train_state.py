@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from damono_jax.train import state as state_lib
+from tests.helpers import lowest_optimisation
 from tests.test_train_step import tiny_config
 
 
@@ -50,6 +51,7 @@ def test_constant_discriminator_rate_keeps_its_own_adam_without_the_step_decay()
     assert float(lr(3)) == pytest.approx(1e-5)
 
 
+@lowest_optimisation()
 def test_init_from_a_checkpoint_loads_the_shared_weights_and_keeps_new_heads_fresh(tmp_path):
     from damono_jax import checkpointing
 

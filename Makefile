@@ -55,7 +55,7 @@ ablation-long: $(RUNTIME_STAMP)
 # 750 source-only steps per seed, then 250 steps of every row from there; 3 seeds, the
 # constant-prior floor, the domain probe of every seed-0 model. About 3 hours on 2 cores;
 # finished runs are reused, so a killed campaign restarts where it stopped.
-CAMPAIGN_VARIANTS = baseline full full_fair full_output full_cdan seg baseline_strong oracle
+CAMPAIGN_VARIANTS = baseline full seg full_output full_cdan full_fair oracle baseline_strong
 CAMPAIGN_PROBE = $(foreach v,$(CAMPAIGN_VARIANTS),$(v)=$(CAMPAIGN_DIR)/$(v)_seed0/export)
 campaign: $(RUNTIME_STAMP)
 	$(PY) -m damono_jax.tools.ablation --config=configs/synthetic_campaign.py \

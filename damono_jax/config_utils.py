@@ -1,8 +1,8 @@
 """Config validation and the paper's ablation variants (Tables 3/4).
 
 `validate(config)` raises `ValueError` naming the offending key, e.g.
-`config.data.image_size: (190, 640) is not a multiple of 32`. `get_variant_config` turns a
-`--config=configs/vkitti.py:seg` argument into the matching row of the ablation.
+`config.data.image_size: (190, 640) is not a multiple of 32`. `parse_variant` turns the
+`seg` of a `--config=configs/vkitti.py:seg` argument into the matching row of the ablation.
 """
 
 from __future__ import annotations

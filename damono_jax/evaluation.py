@@ -28,7 +28,6 @@ import numpy as np
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 # Column titles of the paper's Table 1, in METRIC_NAMES order.
 METRIC_TITLES = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "d<1.25", "d<1.25^2", "d<1.25^3")
-LOWER_IS_BETTER = ("abs_rel", "sq_rel", "rmse", "rmse_log")
 
 # cap -> (min_depth, max_depth) of the GT mask and of the prediction clamp.
 CAP_RANGES: dict[int, tuple[float, float]] = {80: (1e-3, 80.0), 50: (1.0, 50.0)}

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
+from configs import synthetic
 from damono_jax.models import DepthNet
 
 
@@ -108,3 +112,135 @@ def fast_compilation():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", previous)
+
+
+# The tiny training setup of the train-step, train-loop, state and schedule tests.
+TINY_SIZE = 64
+TINY_BATCH = 2
+
+
+def tiny_config(variant: str = "full", **overrides):
+    """configs/synthetic.py at 64x64, batch 2, 4 steps, with dotted-key `overrides`."""
+    config = synthetic.get_config(variant)
+    config.data.image_size = (TINY_SIZE, TINY_SIZE)
+    config.data.data_dir = "/nonexistent/in-memory"  # the tests pass their own data
+    config.batch_size = TINY_BATCH
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.image_log_every_steps = 4
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 2
+    config.keep_checkpoints = 3
+    config.grl.collapse_patience = 2
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+def make_batch(index: int, batch: int = TINY_BATCH, size: int = TINY_SIZE, nan: bool = False):
+    """Deterministic batch number `index`: smooth images, depth growing with the row."""
+    rng = np.random.default_rng(index)
+    rows = np.linspace(0.0, 1.0, size, dtype=np.float32)[None, :, None]
+    base = rng.uniform(0.2, 0.8, (batch, 1, 1, 3)).astype(np.float32)
+    image = np.clip(base + 0.3 * rows[..., None] + rng.normal(0, 0.02, (batch, size, size, 3)),
+                    0, 1).astype(np.float32)
+    depth = np.broadcast_to(5.0 + 60.0 * (1.0 - rows), (batch, size, size)).astype(np.float32)
+    depth = depth.copy()
+    depth[:, : size // 8] = 0.0  # sky: no ground truth
+    label = np.where(rows[..., 0] > 0.5, 0, 2).astype(np.int32)
+    label = np.broadcast_to(label[:, :, None], (batch, size, size)).copy()
+    label[:, : size // 8] = 255
+    target = np.clip(1.0 - image + rng.normal(0, 0.05, image.shape), 0, 1).astype(np.float32)
+    if nan:
+        image = image.copy()
+        image[0, 0, 0, 0] = np.nan
+    return {
+        "source_image": image,
+        "source_image_clean": image,
+        "source_depth": depth,
+        "source_label": label,
+        "target_image": target,
+    }
+
+
+def in_memory_iterator(nan_at_step: int | None = None):
+    """train_iterator_fn: batch for step s (1-based) is make_batch(s - 1); resumes exactly."""
+
+    def create(config, start_step):
+        del config
+        step = start_step
+        while True:
+            step += 1
+            yield make_batch(step - 1, nan=step == nan_at_step)
+
+    return create
+
+
+def in_memory_eval(config):
+    """eval_dataset_fn: unbatched examples like input_pipeline.create_eval_dataset."""
+    del config
+    batch = make_batch(100, batch=3)
+    return [{"image": image, "depth": depth}
+            for image, depth in zip(batch["source_image"], batch["source_depth"], strict=True)]
+
+
+def truncate_data_files(step_dir):
+    """Cuts every array data file of an Orbax checkpoint folder to half its size."""
+    for path in step_dir.rglob("*"):
+        if path.is_file() and "/d/" in path.as_posix():
+            with open(path, "r+b") as handle:
+                handle.truncate(path.stat().st_size // 2)
+
+
+def random_gt(rng: np.random.Generator, height: int, width: int, density: float = 0.3):
+    gt = rng.uniform(0.5, 90.0, size=(height, width)).astype(np.float32)
+    gt[rng.random((height, width)) > density] = 0.0
+    return gt
+
+
+def make_folder(root: Path, *, labelled: bool, splits: dict[str, int], fx: float = 60.0,
+                widths: tuple[int, ...] = (96, 128), height: int = 48,
+                seed: int = 0) -> dict[str, dict]:
+    """Writes `root/{split}/image|depth|label/frame_NNNN.*` and one intrinsics.json per split.
+
+    Widths alternate over `widths`; depth alternates between uint16 PNG and float32 .npy.
+    Returns `name -> {"image", "depth", "label"}` arrays, as the builder should store them.
+    """
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for split, count in splits.items():
+        for index in range(count):
+            width = widths[index % len(widths)]
+            stem = f"frame_{index:04d}"
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            save_png(root / split / "image" / f"{stem}.png", image)
+            record = {"image": image}
+            if labelled:
+                raw = rng.integers(0, 20_000, (height, width)).astype(np.uint16)
+                raw[0, :3] = 0  # invalid pixels
+                if index % 2:
+                    depth = raw.astype(np.float32) / 256.0
+                    path = root / split / "depth" / f"{stem}.npy"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(path, depth)
+                else:
+                    save_png(root / split / "depth" / f"{stem}.png", raw)
+                    depth = raw.astype(np.float32) / np.float32(256.0)
+                label = rng.integers(0, 19, (height, width), dtype=np.uint8)
+                label[-1] = 255
+                save_png(root / split / "label" / f"{stem}.png", label)
+                record.update(depth=depth, label=label)
+            expected[f"{split}/{stem}"] = record
+        camera = {"fx": fx, "fy": fx, "cx": widths[0] / 2, "cy": height / 2}
+        (root / split / "intrinsics.json").write_text(json.dumps(camera))
+    return expected
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    """Writes `array` as an image file at `path`, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)

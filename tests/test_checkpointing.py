@@ -10,6 +10,7 @@ import pytest
 
 from damono_jax import checkpointing
 from damono_jax.train import state as state_lib
+from tests.helpers import truncate_data_files
 
 
 def _state(seed: int) -> state_lib.TrainState:
@@ -81,19 +82,12 @@ def test_empty_directory_restores_nothing(tmp_path):
 
 
 
-def _truncate_data_files(step_dir):
-    for path in step_dir.rglob("*"):
-        if path.is_file() and "/d/" in path.as_posix():
-            with open(path, "r+b") as handle:
-                handle.truncate(path.stat().st_size // 2)
-
-
 def test_a_checkpoint_that_does_not_restore_is_named_or_skipped(tmp_path, capfd):
     with checkpointing.TrainCheckpointer(str(tmp_path), keep=3) as checkpointer:
         for step in (1, 2):
             checkpointer.save(step, _state(step), {"step": step, "data_position": step})
     directory = tmp_path / checkpointing.CHECKPOINT_SUBDIR
-    _truncate_data_files(directory / "2")
+    truncate_data_files(directory / "2")
     abstract = checkpointing.abstract_like(_state(0))
     with checkpointing.TrainCheckpointer(str(tmp_path), keep=3) as checkpointer:
         with pytest.raises(checkpointing.CheckpointError) as refused:

@@ -9,53 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from data_prep.build import build_dataset
 from data_prep.common import DataError
-
-
-def make_folder(root: Path, *, labelled: bool, splits: dict[str, int], fx: float = 60.0,
-                widths: tuple[int, ...] = (96, 128), height: int = 48,
-                seed: int = 0) -> dict[str, dict]:
-    """Writes `root/{split}/image|depth|label/frame_NNNN.*` and one intrinsics.json per split.
-
-    Widths alternate over `widths`; depth alternates between uint16 PNG and float32 .npy.
-    Returns `name -> {"image", "depth", "label"}` arrays, as the builder should store them.
-    """
-    rng = np.random.default_rng(seed)
-    expected = {}
-    for split, count in splits.items():
-        for index in range(count):
-            width = widths[index % len(widths)]
-            stem = f"frame_{index:04d}"
-            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-            _save(root / split / "image" / f"{stem}.png", image)
-            record = {"image": image}
-            if labelled:
-                raw = rng.integers(0, 20_000, (height, width)).astype(np.uint16)
-                raw[0, :3] = 0  # invalid pixels
-                if index % 2:
-                    depth = raw.astype(np.float32) / 256.0
-                    path = root / split / "depth" / f"{stem}.npy"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.save(path, depth)
-                else:
-                    _save(root / split / "depth" / f"{stem}.png", raw)
-                    depth = raw.astype(np.float32) / np.float32(256.0)
-                label = rng.integers(0, 19, (height, width), dtype=np.uint8)
-                label[-1] = 255
-                _save(root / split / "label" / f"{stem}.png", label)
-                record.update(depth=depth, label=label)
-            expected[f"{split}/{stem}"] = record
-        camera = {"fx": fx, "fy": fx, "cx": widths[0] / 2, "cy": height / 2}
-        (root / split / "intrinsics.json").write_text(json.dumps(camera))
-    return expected
-
-
-def _save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+from tests.helpers import make_folder, save_png
 
 
 def _examples(data_dir: Path, name: str, split: str) -> dict[str, dict]:
@@ -114,12 +71,12 @@ def test_subfolders_per_image_intrinsics_and_no_label_folder(tmp_path):
 
 
 def _corrupt_depth_not_16_bit(root: Path) -> str:
-    _save(root / "train/depth/frame_0000.png", np.ones((48, 96), np.uint8))
+    save_png(root / "train/depth/frame_0000.png", np.ones((48, 96), np.uint8))
     return r"train/depth/frame_0000\.png: expected a 16-bit grayscale PNG, got PIL mode L"
 
 
 def _corrupt_depth_size(root: Path) -> str:
-    _save(root / "train/depth/frame_0000.png", np.ones((40, 96), np.uint16))
+    save_png(root / "train/depth/frame_0000.png", np.ones((40, 96), np.uint16))
     return (r"train/depth/frame_0000\.png: size 96x40 does not match the image "
             r".*train/image/frame_0000\.png \(96x48\)")
 
@@ -150,12 +107,12 @@ def _corrupt_npy_nan(root: Path) -> str:
 
 
 def _corrupt_all_invalid(root: Path) -> str:
-    _save(root / "train/depth/frame_0000.png", np.zeros((48, 96), np.uint16))
+    save_png(root / "train/depth/frame_0000.png", np.zeros((48, 96), np.uint16))
     return r"train/depth/frame_0000\.png: frame train/frame_0000: no valid depth pixel"
 
 
 def _corrupt_label_value(root: Path) -> str:
-    _save(root / "train/label/frame_0000.png", np.full((48, 96), 40, np.uint8))
+    save_png(root / "train/label/frame_0000.png", np.full((48, 96), 40, np.uint8))
     return r"train/label/frame_0000\.png: values \[40\] are not Cityscapes train ids"
 
 

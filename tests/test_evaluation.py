@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from damono_jax import evaluation
+from tests.helpers import random_gt
 
 
 def reference_errors(gt: np.ndarray, pred: np.ndarray) -> list[float]:
@@ -55,12 +56,6 @@ def reference_evaluate(gt_depths, pred_disps, min_depth, max_depth, crop, median
         p = np.clip(p, min_depth, max_depth)
         errors.append(reference_errors(g.astype(np.float64), p.astype(np.float64)))
     return np.mean(np.array(errors), axis=0), np.array(ratios)
-
-
-def random_gt(rng: np.random.Generator, height: int, width: int, density: float = 0.3):
-    gt = rng.uniform(0.5, 90.0, size=(height, width)).astype(np.float32)
-    gt[rng.random((height, width)) > density] = 0.0
-    return gt
 
 
 def test_compute_errors_matches_independent_implementation():

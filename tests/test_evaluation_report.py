@@ -3,7 +3,7 @@
 import numpy as np
 
 from damono_jax import evaluation, evaluation_report
-from tests.test_evaluation import random_gt
+from tests.helpers import random_gt
 
 
 def test_fingerprint_and_table_name_every_choice():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_depth_folder import make_folder
+from tests.helpers import make_folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FX, WIDTHS = 60.0, (96, 128)  # both folders: one camera, images of two widths

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from damono_jax import schedules
-from tests.test_train_step import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_grl_schedule_values():

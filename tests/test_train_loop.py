@@ -10,9 +10,13 @@ import pytest
 
 from damono_jax import checkpointing, locks
 from damono_jax.train import loop
-from tests.helpers import fast_compilation  # noqa: F401 (autouse fixture)
-from tests.test_checkpointing import _truncate_data_files
-from tests.test_train_step import in_memory_eval, in_memory_iterator, tiny_config
+from tests.helpers import (
+    fast_compilation,  # noqa: F401 (autouse fixture)
+    in_memory_eval,
+    in_memory_iterator,
+    tiny_config,
+    truncate_data_files,
+)
 
 
 def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint(
@@ -36,7 +40,7 @@ def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint
         loop.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(),
                                 eval_dataset_fn=in_memory_eval)
     # The newest checkpoint torn (a truncated file): the restart falls back to step 2.
-    _truncate_data_files(Path(workdir) / checkpointing.CHECKPOINT_SUBDIR / "4")
+    truncate_data_files(Path(workdir) / checkpointing.CHECKPOINT_SUBDIR / "4")
     resumed = loop.train_and_evaluate(config, workdir, train_iterator_fn=in_memory_iterator(),
                                        eval_dataset_fn=in_memory_eval)
     assert int(resumed.step) == 6

@@ -7,8 +7,7 @@ import optax
 import pytest
 
 from damono_jax.train import state as state_lib
-from tests.helpers import lowest_optimisation
-from tests.test_train_step import tiny_config
+from tests.helpers import lowest_optimisation, tiny_config
 
 
 def test_learning_rate_step_decay_at_three_quarters():

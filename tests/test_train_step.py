@@ -15,85 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import synthetic
 from damono_jax import losses, models
 from damono_jax.train import state as state_lib
 from damono_jax.train import step as step_lib
-from tests.helpers import fast_compilation  # noqa: F401 (autouse fixture)
+from tests.helpers import (
+    fast_compilation,  # noqa: F401 (autouse fixture)
+    make_batch,
+    tiny_config,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZE = 64
-BATCH = 2
-
-
-def tiny_config(variant: str = "full", **overrides):
-    config = synthetic.get_config(variant)
-    config.data.image_size = (SIZE, SIZE)
-    config.data.data_dir = "/nonexistent/in-memory"  # the tests pass their own data
-    config.batch_size = BATCH
-    config.num_train_steps = 4
-    config.log_every_steps = 2
-    config.image_log_every_steps = 4
-    config.eval_every_steps = 4
-    config.checkpoint_every_steps = 2
-    config.keep_checkpoints = 3
-    config.grl.collapse_patience = 2
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return config
-
-
-def make_batch(index: int, batch: int = BATCH, size: int = SIZE, nan: bool = False):
-    """Deterministic batch number `index`: smooth images, depth growing with the row."""
-    rng = np.random.default_rng(index)
-    rows = np.linspace(0.0, 1.0, size, dtype=np.float32)[None, :, None]
-    base = rng.uniform(0.2, 0.8, (batch, 1, 1, 3)).astype(np.float32)
-    image = np.clip(base + 0.3 * rows[..., None] + rng.normal(0, 0.02, (batch, size, size, 3)),
-                    0, 1).astype(np.float32)
-    depth = np.broadcast_to(5.0 + 60.0 * (1.0 - rows), (batch, size, size)).astype(np.float32)
-    depth = depth.copy()
-    depth[:, : size // 8] = 0.0  # sky: no ground truth
-    label = np.where(rows[..., 0] > 0.5, 0, 2).astype(np.int32)
-    label = np.broadcast_to(label[:, :, None], (batch, size, size)).copy()
-    label[:, : size // 8] = 255
-    target = np.clip(1.0 - image + rng.normal(0, 0.05, image.shape), 0, 1).astype(np.float32)
-    if nan:
-        image = image.copy()
-        image[0, 0, 0, 0] = np.nan
-    return {
-        "source_image": image,
-        "source_image_clean": image,
-        "source_depth": depth,
-        "source_label": label,
-        "target_image": target,
-    }
-
-
-def in_memory_iterator(nan_at_step: int | None = None):
-    """train_iterator_fn: batch for step s (1-based) is make_batch(s - 1); resumes exactly."""
-
-    def create(config, start_step):
-        del config
-        step = start_step
-        while True:
-            step += 1
-            yield make_batch(step - 1, nan=step == nan_at_step)
-
-    return create
-
-
-def in_memory_eval(config):
-    """eval_dataset_fn: unbatched examples like input_pipeline.create_eval_dataset."""
-    del config
-    batch = make_batch(100, batch=3)
-    return [{"image": image, "depth": depth}
-            for image, depth in zip(batch["source_image"], batch["source_depth"], strict=True)]
-
-
 # -------------------------------------------------------------------------- no-model units
 
 

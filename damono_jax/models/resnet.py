@@ -18,7 +18,6 @@ MONODEPTH2_INPUT_STD = 0.225
 
 ENCODER_CHANNELS = (64, 64, 128, 256, 512)
 RESNET18_STAGE_SIZES = (2, 2, 2, 2)  # BasicBlocks in layer1..layer4
-ENCODER_STRIDES = (2, 4, 8, 16, 32)
 
 # torchvision initialises convolutions with kaiming_normal_(mode="fan_out", nonlinearity="relu"),
 # an untruncated normal with variance 2 / fan_out.

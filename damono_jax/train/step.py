@@ -6,7 +6,7 @@ jit, Flax BatchNorm then computes its statistics over the global batch (no `axis
 state is donated. The GRL scale is a traced argument, so its schedule never recompiles.
 
 This module imports without TensorFlow, TFDS and clu: the step runs wherever jax, flax and
-optax do (tests/train/test_imports.py).
+optax do (tests/test_train_step.py checks it).
 """
 
 from __future__ import annotations

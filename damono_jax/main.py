@@ -54,12 +54,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _check_paths()
     # Imported here, after `cli` has quieted TensorFlow's C++ logs (clu's writers import TF).
-    import tensorflow as tf
-
+    from damono_jax import datasets
     from damono_jax.train import loop
 
     # TensorFlow only feeds data: keep it off the GPUs, JAX owns their memory.
-    tf.config.set_visible_devices([], "GPU")
+    datasets.hide_gpus_from_tf()
     config = FLAGS.config
     if config.distributed.initialize:
         # Cross-process collectives of the CPU backend (a no-op for GPU/TPU computations).

@@ -28,7 +28,9 @@ def export_saved_model(
     import tensorflow as tf  # Imported here: heavy, and only needed for this format.
     from jax.experimental import jax2tf
 
-    tf.config.set_visible_devices([], "GPU")
+    from damono_jax import datasets
+
+    datasets.hide_gpus_from_tf()
     height, width = model.input_size
     min_depth, max_depth = model.min_depth, model.max_depth
     sigmoid_disparity = model.sigmoid_disparity_fn()

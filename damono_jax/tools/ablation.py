@@ -349,9 +349,9 @@ def run_ablation(config: Any, workdir: str, variants: Sequence[str], seeds: Sequ
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import tensorflow as tf
+    from damono_jax import datasets
 
-    tf.config.set_visible_devices([], "GPU")
+    datasets.hide_gpus_from_tf()
     try:
         seeds = [int(seed) for seed in FLAGS.seeds]
     except ValueError as error:

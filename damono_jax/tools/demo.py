@@ -161,9 +161,9 @@ def run_demo(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import tensorflow as tf
+    from damono_jax import datasets
 
-    tf.config.set_visible_devices([], "GPU")
+    datasets.hide_gpus_from_tf()
     run_demo(FLAGS.config, FLAGS.workdir, FLAGS.num_predict_images,
              FLAGS.max_examples_per_split)
 

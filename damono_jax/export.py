@@ -35,13 +35,13 @@ from damono_jax import files
 from damono_jax.errors import ExportError
 from damono_jax.labels import train_id_names
 from damono_jax.models import UPSAMPLE_MODES, DepthNet, depth_net_variables
+from damono_jax.models.da_monodepth import INPUT_SIZE_MULTIPLE
 
 EXPORT_FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 VARIABLES_DIR = "variables"
 SAVED_MODEL_DIR = "saved_model"
 FINGERPRINT_KEY = "variables_sha256"
-INPUT_SIZE_MULTIPLE = 32
 REQUIRED_METADATA_KEYS = (
     "model",
     "input_size",

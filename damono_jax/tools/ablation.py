@@ -370,6 +370,7 @@ def main(argv: list[str]) -> None:
             records, FLAGS.variants, data_dir=data_dir, target=FLAGS.config.data.target,
             num_train_steps=FLAGS.config.num_train_steps, figures_dir=FLAGS.figures_dir,
             section=FLAGS.section, relative_to=os.path.dirname(os.path.abspath(FLAGS.output)),
+            pretrain_steps=FLAGS.pretrain_steps,
         )
     body = report(FLAGS.config, records, FLAGS.variants, command.strip(),
                   time.perf_counter() - start, figures, context=context,

@@ -245,7 +245,7 @@ FIGURE_TEST_INDICES = (0, 50, 100, 150)
 
 def make_figures(records: Sequence[Mapping[str, Any]], variants: Sequence[str], *,
                  data_dir: str, target: str, num_train_steps: int, figures_dir: str,
-                 section: str, relative_to: str) -> list[tuple[str, str]]:
+                 section: str, relative_to: str, pretrain_steps: int = 0) -> list[tuple[str, str]]:
     """Writes the learning-curve and Figure 4 PNGs; returns (caption, path from the doc).
 
     Figure 4 shows `target`'s test frames FIGURE_TEST_INDICES from the TFDS `data_dir`.
@@ -261,13 +261,15 @@ def make_figures(records: Sequence[Mapping[str, Any]], variants: Sequence[str], 
         per_seed = [validation_curve(r["run_dir"]) for r in runs]
         if runs and all(per_seed):
             curves[variant_title(variant)] = per_seed
-    steps = int(num_train_steps)
+    steps = f"{int(num_train_steps)} steps"
+    if pretrain_steps:
+        steps += f" after {pretrain_steps} source-only steps"
     if curves:
         path = ablation_figures.plot_learning_curves(
             curves, os.path.join(figures_dir, f"{section}_curves.png"),
-            f"synthetic_driving, {steps} steps: target val AbsRel (mean ± std over seeds)",
+            f"synthetic_driving, {steps}: target val AbsRel (mean ± std over seeds)",
         )
-        figures.append((f"Learning curves ({steps} steps): target val AbsRel, mean ± std over "
+        figures.append((f"Learning curves ({steps}): target val AbsRel, mean ± std over "
                         "seeds", os.path.relpath(path, relative_to)))
     first = {v: next(r for r in records if r["name"] == v) for v in variants
              if any(r["name"] == v for r in records)}

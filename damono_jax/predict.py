@@ -164,60 +164,6 @@ def _check_save(save: Sequence[str]) -> tuple[str, ...]:
     return save
 
 
-def _predict_batches(model: Any, paths: list[Path], output_dir: Path, *, batch_size: int,
-                     on_error: str, save: Sequence[str],
-                     color_range: tuple[float, float] | None,
-                     intrinsics: Sequence[float] | None, focal: float | None,
-                     train_focal: float | None, cmap: str, export_dir: Any, bar: Any,
-                     written: dict[str, list[str]], skipped: dict[str, str],
-                     focal_scales: dict[str, float]) -> tuple[float, float] | None:
-    """`predict_images`' loop: fills `written`, `skipped` and `focal_scales`; returns the
-    colour range (the first batch's percentiles when None was given)."""
-    for start in range(0, len(paths), batch_size):
-        batch_paths, originals = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                originals.append(read_image(path))
-                batch_paths.append(path)
-            except PredictError as error:
-                if on_error == "stop":
-                    raise
-                logging.warning("skipping %s", error)
-                skipped[str(path)] = str(error)
-                bar.update(1)
-        if not batch_paths:
-            continue
-        network_inputs = batching.stack_padded(
-            [model.prepare_image(image) for image in originals], batch_size
-        )
-        scaled_disparity = model.predict_scaled_disparity(network_inputs)
-        finite = np.isfinite(scaled_disparity[: len(batch_paths)]).all(axis=(1, 2))
-        if not finite.all():
-            raise PredictError(
-                f"{export_dir}: the network's output for {batch_paths[int(np.argmin(finite))]} "
-                "is NaN or Inf; the export's variables are corrupt or diverged"
-            )
-        depths = []
-        for index, image in enumerate(originals):
-            height, width = image.shape[:2]
-            disparity = evaluation.resize_bilinear(scaled_disparity[index], height, width)
-            depth = (1.0 / disparity).astype(np.float32)
-            scale = 1.0 if focal is None else (focal / width) / train_focal
-            focal_scales[str(batch_paths[index])] = scale
-            depths.append(depth * np.float32(scale))
-        if color_range is None:
-            pixels = np.concatenate([depth.ravel() for depth in depths])
-            near, far = np.percentile(pixels, AUTO_RANGE_PERCENTILES)
-            color_range = (float(near), float(max(far, near * (1 + 1e-6))))
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for path, image, depth in zip(batch_paths, originals, depths, strict=True):
-            written[str(path)] = _write_outputs(
-                output_dir, path.stem, image, depth, save, color_range, intrinsics, cmap
-            )
-            bar.update(1)
-    return color_range
-
-
 def predict_images(
     export_dir: str | os.PathLike,
     inputs: str | Sequence[str | os.PathLike],
@@ -290,16 +236,50 @@ def predict_images(
     written: dict[str, list[str]] = {}
     skipped: dict[str, str] = {}
     focal_scales: dict[str, float] = {}
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
-    try:
-        color_range = _predict_batches(
-            model, paths, output_dir, batch_size=batch_size, on_error=on_error, save=save,
-            color_range=color_range, intrinsics=intrinsics, focal=focal,
-            train_focal=train_focal, cmap=cmap, export_dir=export_dir, bar=bar,
-            written=written, skipped=skipped, focal_scales=focal_scales)
-    finally:
-        bar.close()  # before an error line, so that the error is the last line
-
+    # The bar closes before an error propagates, so that the error line is the last line.
+    with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+        for start in range(0, len(paths), batch_size):
+            batch_paths, originals = [], []
+            for path in paths[start : start + batch_size]:
+                try:
+                    originals.append(read_image(path))
+                    batch_paths.append(path)
+                except PredictError as error:
+                    if on_error == "stop":
+                        raise
+                    logging.warning("skipping %s", error)
+                    skipped[str(path)] = str(error)
+                    bar.update(1)
+            if not batch_paths:
+                continue
+            network_inputs = batching.stack_padded(
+                [model.prepare_image(image) for image in originals], batch_size
+            )
+            scaled_disparity = model.predict_scaled_disparity(network_inputs)
+            finite = np.isfinite(scaled_disparity[: len(batch_paths)]).all(axis=(1, 2))
+            if not finite.all():
+                raise PredictError(
+                    f"{export_dir}: the network's output for {batch_paths[int(np.argmin(finite))]} "
+                    "is NaN or Inf; the export's variables are corrupt or diverged"
+                )
+            depths = []
+            for index, image in enumerate(originals):
+                height, width = image.shape[:2]
+                disparity = evaluation.resize_bilinear(scaled_disparity[index], height, width)
+                depth = (1.0 / disparity).astype(np.float32)
+                scale = 1.0 if focal is None else (focal / width) / train_focal
+                focal_scales[str(batch_paths[index])] = scale
+                depths.append(depth * np.float32(scale))
+            if color_range is None:
+                pixels = np.concatenate([depth.ravel() for depth in depths])
+                near, far = np.percentile(pixels, AUTO_RANGE_PERCENTILES)
+                color_range = (float(near), float(max(far, near * (1 + 1e-6))))
+            output_dir.mkdir(parents=True, exist_ok=True)
+            for path, image, depth in zip(batch_paths, originals, depths, strict=True):
+                written[str(path)] = _write_outputs(
+                    output_dir, path.stem, image, depth, save, color_range, intrinsics, cmap
+                )
+                bar.update(1)
 
     summary = {
         "export": str(Path(export_dir).absolute()),

@@ -123,9 +123,7 @@ class TrainCheckpointer:
                 with _stderr_to_debug_log():  # Orbax prints tracebacks of its reader threads
                     return self.restore(step, abstract_state)
             except Exception as error:  # Orbax and tensorstore raise many types
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                line = (f"{self.directory}/{step}: checkpoint does not restore "
-                        f"({type(error).__name__}: {reason[:300]})")
+                line = _does_not_restore(self.directory, step, error)
                 if not fall_back:
                     raise CheckpointError(line) from error
                 moved = os.path.join(os.path.dirname(self.directory), UNRESTORABLE_SUBDIR,
@@ -153,6 +151,13 @@ class TrainCheckpointer:
         self.close()
 
 
+def _does_not_restore(directory: str, step: int, error: BaseException) -> str:
+    """The one line naming a checkpoint that does not restore, and why."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return (f"{directory}/{step}: checkpoint does not restore "
+            f"({type(error).__name__}: {reason[:300]})")
+
+
 def read_raw(directory: str, step: int | None = None) -> RestoredCheckpoint:
     """Checkpoint `step` (default: the newest complete one) of `directory` (a
     `WORKDIR/checkpoints` folder) as saved: the state as a nested dict of arrays ("params",
@@ -171,9 +176,7 @@ def read_raw(directory: str, step: int | None = None) -> RestoredCheckpoint:
                 restored = manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
         except Exception as error:  # Orbax and tensorstore raise many types
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise CheckpointError(f"{directory}/{step}: checkpoint does not restore "
-                                  f"({type(error).__name__}: {reason[:300]})") from error
+            raise CheckpointError(_does_not_restore(directory, step, error)) from error
     finally:
         manager.close()
     return RestoredCheckpoint(step=step, state=dict(restored.state), meta=dict(restored.meta))

@@ -185,25 +185,18 @@ def validate(config: Any, *, mode: str = "train", num_devices: int | None = None
               f"{config.model.num_classes} collides with ignore label {IGNORE_LABEL}")
     _check_choice(config, "model.upsample_mode", UPSAMPLE_MODES)
     _check_choice(config, "model.shared_block_grad", SHARED_BLOCK_GRAD_MODES)
-    features = _get(config, "model.discriminator_features")
-    if (
-        not isinstance(features, tuple | list)
-        or not features
-        or not all(isinstance(v, int) and v > 0 for v in features)
-    ):
-        _fail("model.discriminator_features", f"{features!r} is not a tuple of positive ints")
+    for key in ("model.discriminator_features", "model.output_discriminator_features"):
+        widths = _get(config, key)
+        if (
+            not isinstance(widths, tuple | list)
+            or not widths
+            or not all(isinstance(v, int) and v > 0 for v in widths)
+        ):
+            _fail(key, f"{widths!r} is not a tuple of positive ints")
     for key in ("model.domain_specific_bn", "model.discriminator_spectral_norm",
                 "model.output_alignment"):
         if not isinstance(_get(config, key), bool):
             _fail(key, "must be True or False")
-    output_features = _get(config, "model.output_discriminator_features")
-    if (
-        not isinstance(output_features, tuple | list)
-        or not output_features
-        or not all(isinstance(v, int) and v > 0 for v in output_features)
-    ):
-        _fail("model.output_discriminator_features",
-              f"{output_features!r} is not a tuple of positive ints")
     levels = _get(config, "model.align_levels")
     # Output-space alignment alone needs no feature classifier: () is allowed with it.
     if (

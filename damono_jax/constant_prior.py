@@ -9,6 +9,7 @@ campaign carries it as its floor (docs/adaptation_campaign.md), and `make demo` 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,19 +39,11 @@ def median_depth_map(depths: Sequence[np.ndarray]) -> np.ndarray:
     valid = stack > 0
     if not valid.any():
         raise ValueError("median_depth_map: no valid (> 0) depth in any map")
-    masked = np.where(valid, stack, np.nan)
-    with np.errstate(all="ignore"):
-        prior = np.nanmedian(masked, axis=0) if valid.all(axis=0).all() else _nanmedian(masked)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: filled below
+        prior = np.nanmedian(np.where(valid, stack, np.nan), axis=0)
     fill = float(np.median(stack[valid]))
     return np.where(np.isfinite(prior), prior, fill).astype(np.float32)
-
-
-def _nanmedian(masked: np.ndarray) -> np.ndarray:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: filled by the caller
-        return np.nanmedian(masked, axis=0)
 
 
 def source_prior(data_dir: str, dataset: str, split: str = "train",

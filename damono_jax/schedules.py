@@ -44,10 +44,7 @@ def grl_schedule_fn(schedule: str, *, num_train_steps: int, gamma: float, max_sc
     def grl_schedule(step: Any) -> Any:
         progress = jnp.clip(jnp.asarray(step, jnp.float32) / num_steps, 0.0, 1.0)
         ramp = jnp.clip((progress - warmup) / (1.0 - warmup), 0.0, 1.0)
-        if schedule == "constant":
-            scale = jnp.where(progress >= warmup, max_scale, 0.0)
-        else:
-            scale = dann_grl_scale(ramp, gamma, max_scale)
+        scale = max_scale if schedule == "constant" else dann_grl_scale(ramp, gamma, max_scale)
         return jnp.where(progress < warmup, 0.0, scale).astype(jnp.float32)
 
     return grl_schedule

@@ -42,6 +42,7 @@ from damono_jax.tools import markdown
 from damono_jax.tools.ablation_report import (
     CAP,
     EVALUATIONS,
+    STRONG_SUFFIX,
     VARIANT_TITLES,
     last_train_scalars,
     make_figures,
@@ -85,9 +86,6 @@ EXTRA_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 # `make ablation`'s rows (docs/ablation_synthetic.md): the variants that existed then.
 DEFAULT_VARIANTS = ("baseline", "seg", "full", "full_all_levels", "fda", "full_fda",
                     "full_dsbn", "oracle")
-# Any variant name + STRONG_SUFFIX: that variant with strong photometric augmentation on
-# both streams (`data.augment="strong"`).
-STRONG_SUFFIX = "_strong"
 # Rows without an AdaBN row (the oracle's statistics are already the target's).
 NO_ADABN = ("oracle",)
 # Settings added to the config after runs were recorded, with the value that reproduces the

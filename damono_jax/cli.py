@@ -48,9 +48,8 @@ def require_folder_or_absent(path: str | os.PathLike, flag: str) -> None:
 
 def _data_errors() -> tuple[type[BaseException], ...]:
     from damono_jax import errors
-    from data_prep.common import DataError
 
-    return (DataError, errors.ExportError, errors.PredictError, errors.CheckpointError,
+    return (errors.DataError, errors.ExportError, errors.PredictError, errors.CheckpointError,
             errors.LockHeldError, errors.NonFiniteLossError,
             FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
             PermissionError)

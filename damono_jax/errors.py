@@ -7,6 +7,19 @@ Each message is one line naming the file, flag or key at fault; `cli` prints it 
 `error: ` and exits with status 1.
 """
 
+from __future__ import annotations
+
+import os
+
+
+class DataError(ValueError):
+    """A problem with an input file, reported with the file's path."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
 
 class PredictError(ValueError):
     """A bad input or flag for prediction."""

@@ -9,14 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-
-class DataError(ValueError):
-    """A problem with an input file, reported with the file's path."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = os.fspath(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+from damono_jax.errors import DataError
 
 
 def numbered_lines(text: str) -> list[tuple[int, str]]:

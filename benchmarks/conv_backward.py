@@ -266,10 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", default="", help="write the markdown table to this file")
     args = parser.parse_args(argv)
-    try:
-        height, width = (int(v) for v in args.image_size.split(","))
-    except ValueError:
-        parser.error(f"--image_size={args.image_size!r}: expected 'height,width', e.g. 192,640")
+    height, width = timing.parse_image_size(parser, args.image_size)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:

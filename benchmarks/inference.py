@@ -51,7 +51,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import timing
-from damono_jax import export
 from damono_jax.inference import model as inference_model
 from damono_jax.models import DepthNet
 
@@ -326,9 +325,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--batch_sizes={args.batch_sizes}: batch sizes must be >= 1")
     for flag in ("height", "width"):
         value = getattr(args, flag)
-        if value <= 0 or value % export.INPUT_SIZE_MULTIPLE:
+        if value <= 0 or value % timing.INPUT_SIZE_MULTIPLE:
             parser.error(
-                f"--{flag}={value}: must be a positive multiple of {export.INPUT_SIZE_MULTIPLE}"
+                f"--{flag}={value}: must be a positive multiple of {timing.INPUT_SIZE_MULTIPLE}"
             )
     if args.num_steps < 2:
         parser.error(f"--num_steps={args.num_steps}: need >= 2 timed calls (IQR)")

@@ -98,12 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default="", help="markdown file to write the section into")
     parser.add_argument("--smoke", action="store_true", help="allow < 20 steps (tests)")
     args = parser.parse_args(argv)
-    try:
-        height, width = (int(v) for v in args.image_size.split(","))
-    except ValueError:
-        parser.error(f"--image_size={args.image_size!r}: expected 'height,width', e.g. 192,640")
-    if height % 32 or width % 32 or height <= 0 or width <= 0:
-        parser.error(f"--image_size={args.image_size}: both sides must be multiples of 32")
+    height, width = timing.parse_image_size(parser, args.image_size)
     if args.batch_size < 1:
         parser.error(f"--batch_size={args.batch_size}: must be positive")
     command = "python -m benchmarks.profile_step " + shlex.join(

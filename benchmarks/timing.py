@@ -17,6 +17,7 @@ Every benchmark here measures the same way, so JAX and PyTorch numbers are compa
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import os
@@ -31,12 +32,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from damono_jax.models.da_monodepth import INPUT_SIZE_MULTIPLE
+
 # Re-exported: every benchmark writes its tables through `timing`.
 from damono_jax.tools.markdown import markdown_table, write_markdown_section  # noqa: F401
 
 MIN_TIMED_STEPS = 20
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def parse_image_size(parser: argparse.ArgumentParser, text: str,
+                     flag: str = "--image_size") -> tuple[int, int]:
+    """`(height, width)` from a benchmark's `height,width` flag; both sides must be positive
+    multiples of the network's input multiple, else `parser.error` names the flag."""
+    try:
+        height, width = (int(value) for value in text.split(","))
+    except ValueError:
+        parser.error(f"{flag}={text!r}: expected 'height,width', e.g. 192,640")
+    if min(height, width) <= 0 or height % INPUT_SIZE_MULTIPLE or width % INPUT_SIZE_MULTIPLE:
+        parser.error(f"{flag}={text}: both sides must be multiples of {INPUT_SIZE_MULTIPLE}")
+    return height, width
 
 
 @dataclasses.dataclass(frozen=True)

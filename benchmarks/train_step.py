@@ -249,13 +249,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             raise ValueError
     except ValueError:
         parser.error(f"--batch_sizes={args.batch_sizes!r}: expected positive ints, e.g. 2,4")
-    try:
-        height, width = (int(v) for v in args.image_size.split(","))
-    except ValueError:
-        parser.error(f"--image_size={args.image_size!r}: expected 'height,width', e.g. 192,640")
-    if height % 32 or width % 32 or height <= 0 or width <= 0:
-        parser.error(f"--image_size={args.image_size}: both sides must be multiples of 32")
-    args.image_size = (height, width)
+    args.image_size = timing.parse_image_size(parser, args.image_size)
     args.weight_gradients = [v for v in args.weight_gradients.split(",") if v]
     unknown = sorted(set(args.weight_gradients) - set(WEIGHT_GRADIENTS))
     if unknown:

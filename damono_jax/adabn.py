@@ -31,6 +31,7 @@ from flax import traverse_util
 
 from damono_jax import export
 from damono_jax.inference import model as inference_model
+from damono_jax.inference import saved_model as saved_model_format
 from damono_jax.models.resnet import BN_MOMENTUM, ResNet18Encoder
 
 FLAGS = flags.FLAGS
@@ -148,7 +149,8 @@ def adapt_export(
     }
     for key in ("format_version", "damono_jax_version", "parameter_count"):
         metadata.pop(key, None)
-    export.save_export(output_dir, variables, metadata, overwrite=False, saved_model=saved_model)
+    also_write = saved_model_format.write_into_export if saved_model else None
+    export.save_export(output_dir, variables, metadata, overwrite=False, also_write=also_write)
     return Path(output_dir)
 
 

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from damono_jax import files
-from damono_jax.export import METADATA_FILE, ExportError
+from damono_jax.errors import ExportError
+from damono_jax.export_format import METADATA_FILE
 from damono_jax.inference import model as inference_model
 from damono_jax.inference import onnx_model
 

@@ -2,7 +2,7 @@
 
 Modes: `train` (default; resumes from `W/checkpoints`), `eval` (newest checkpoint on the
 config's eval split, `evaluation.evaluate`), `export` (newest checkpoint -> `W/export`,
-`inference.checkpoint`), `predict` (`predict.predict_images` of `W/export` on
+`train.latest_checkpoint`), `predict` (`predict.predict_images` of `W/export` on
 `--input`, written to `--output`; exports first if `W/export` does not exist).
 
 User errors end in one `error:` line (`damono_jax.cli`); `W/log.txt` keeps every log line,
@@ -17,7 +17,7 @@ from clu import platform
 from ml_collections import config_flags
 
 from damono_jax import cli, config_utils
-from damono_jax.inference import checkpoint as checkpoint_serving
+from damono_jax.train import latest_checkpoint
 
 LOG_FILE = "log.txt"
 
@@ -87,15 +87,15 @@ def main(argv: list[str]) -> None:
     if FLAGS.mode == "train":
         loop.train_validated(config, FLAGS.workdir)  # validated above
     elif FLAGS.mode == "eval":
-        checkpoint_serving.evaluate_checkpoint(config, FLAGS.workdir)
+        latest_checkpoint.evaluate_checkpoint(config, FLAGS.workdir)
     elif FLAGS.mode == "export":
-        checkpoint_serving.export_checkpoint(config, FLAGS.workdir)
+        latest_checkpoint.export_checkpoint(config, FLAGS.workdir)
     else:
         from damono_jax import predict
 
         export_dir = os.path.join(FLAGS.workdir, "export")
         if not os.path.isdir(export_dir):
-            export_dir = checkpoint_serving.export_checkpoint(config, FLAGS.workdir)
+            export_dir = latest_checkpoint.export_checkpoint(config, FLAGS.workdir)
         predict.predict_images(export_dir, FLAGS.input, FLAGS.output)
 
 

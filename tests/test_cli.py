@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 
 from damono_jax import checkpointing, cli, locks
-from damono_jax.export import ExportError
+from damono_jax.errors import ExportError
 from data_prep.common import DataError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from damono_jax import evaluate, evaluation, export, input_pipeline
+from damono_jax import errors, evaluate, evaluation, export, input_pipeline
 from damono_jax.inference import model as inference_model
 from tests import helpers
 
@@ -109,7 +109,7 @@ def test_bad_arguments_name_the_problem(data_dir, export_dir, tmp_path):
                                  output_dir=tmp_path, progress=False)
     with pytest.raises(FileNotFoundError, match="is not built in"):
         evaluate.evaluate_export(export_dir, tmp_path, dataset=DATASET, progress=False)
-    with pytest.raises(export.ExportError, match="export directory does not exist"):
+    with pytest.raises(errors.ExportError, match="export directory does not exist"):
         evaluate.evaluate_export(tmp_path / "missing", data_dir, dataset=DATASET)
     with pytest.raises(ValueError, match="--caps=80,60: each cap must be 50, 80 or none"):
         evaluate.parse_caps("80,60")

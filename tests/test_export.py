@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from damono_jax import export
+from damono_jax import errors, export, export_format
 from damono_jax.inference import model as inference_model
 from damono_jax.inference import saved_model
 from damono_jax.models import DAMonodepth
@@ -60,7 +60,7 @@ def test_export_reload_predict_is_identical(export_dir, variables, images):
     assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")]
     model = inference_model.load_export(export_dir)
     assert model.metadata["step"] == 7 and model.metadata["units"] == "metres"
-    assert model.metadata["format_version"] == export.EXPORT_FORMAT_VERSION
+    assert model.metadata["format_version"] == export_format.EXPORT_FORMAT_VERSION
     assert model.input_size == INPUT_SIZE
     for restored, original in zip(
         jax.tree.leaves(model.variables), jax.tree.leaves(variables), strict=True
@@ -106,7 +106,7 @@ def test_export_from_train_state_and_saved_model_parity(images, tmp_path):
     assert "domain_classifier" in variables["params"]
     export_dir = export.export_from_train_state(
         config, variables["params"], variables["batch_stats"], tmp_path / "export", step=123,
-        train_focal_x_normalized=725 / 1242,
+        train_focal_x_normalized=725 / 1242, also_write=saved_model.write_into_export,
     )
     assert sorted(p.name for p in export_dir.iterdir()) == [
         "metadata.json", "saved_model", "variables"
@@ -139,7 +139,7 @@ def test_overwrite_is_atomic_and_can_be_refused(tmp_path, variables):
     target = tmp_path / "export"
     export.save_export(target, variables, make_metadata(step=1))
     export.save_export(target, variables, make_metadata(step=2))
-    assert inference_model.read_metadata(target)["step"] == 2
+    assert export_format.read_metadata(target)["step"] == 2
     with pytest.raises(FileExistsError, match="already exists"):
         export.save_export(target, variables, make_metadata(step=3), overwrite=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
@@ -147,17 +147,17 @@ def test_overwrite_is_atomic_and_can_be_refused(tmp_path, variables):
 
 def test_bad_metadata_or_variables_write_nothing(tmp_path, variables):
     target = tmp_path / "export"
-    with pytest.raises(export.ExportError, match=r"missing metadata keys \['units'\]"):
+    with pytest.raises(errors.ExportError, match=r"missing metadata keys \['units'\]"):
         metadata = make_metadata()
         del metadata["units"]
         export.save_export(target, variables, metadata)
-    with pytest.raises(export.ExportError, match="'input_size' must be .* multiples of 32"):
+    with pytest.raises(errors.ExportError, match="'input_size' must be .* multiples of 32"):
         export.save_export(target, variables, make_metadata(input_size=[60, 96]))
-    with pytest.raises(export.ExportError, match="need 0 < min_depth < max_depth"):
+    with pytest.raises(errors.ExportError, match="need 0 < min_depth < max_depth"):
         export.save_export(target, variables, make_metadata(min_depth=10.0, max_depth=1.0))
     broken = jax.tree.map(lambda x: x, variables)
     broken["params"]["depth_decoder"] = {}
-    with pytest.raises(export.ExportError, match="not DepthNet variables: missing"):
+    with pytest.raises(errors.ExportError, match="not DepthNet variables: missing"):
         export.save_export(target, broken, make_metadata())
     with pytest.raises(KeyError, match="variables must have 'params' and 'batch_stats'"):
         export.save_export(target, {"params": variables["params"]}, make_metadata())
@@ -166,17 +166,17 @@ def test_bad_metadata_or_variables_write_nothing(tmp_path, variables):
 
 def test_missing_or_corrupt_exports_name_the_path(tmp_path, export_dir):
     missing = tmp_path / "nowhere"
-    with pytest.raises(export.ExportError, match=f"{missing}: export directory does not exist"):
+    with pytest.raises(errors.ExportError, match=f"{missing}: export directory does not exist"):
         inference_model.load_export(missing)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(export.ExportError, match="metadata.json: missing"):
+    with pytest.raises(errors.ExportError, match="metadata.json: missing"):
         inference_model.load_export(empty)
     (empty / "metadata.json").write_text('{"model": {"upsample_mode": "bilinear"},\n "step": }')
-    with pytest.raises(export.ExportError, match="metadata.json: line 2: invalid JSON"):
+    with pytest.raises(errors.ExportError, match="metadata.json: line 2: invalid JSON"):
         inference_model.load_export(empty)
     (empty / "metadata.json").write_text(json.dumps(make_metadata()))
-    with pytest.raises(export.ExportError, match="variables: missing"):
+    with pytest.raises(errors.ExportError, match="variables: missing"):
         inference_model.load_export(empty)
     mismatched = tmp_path / "mismatched"
     mismatched.mkdir()
@@ -187,7 +187,7 @@ def test_missing_or_corrupt_exports_name_the_path(tmp_path, export_dir):
     model = inference_model.load_export(mismatched)  # upsampling and size do not change the params
     assert model.input_size == (32, 32)
     (mismatched / "metadata.json").write_text(json.dumps(make_metadata(units="feet")))
-    with pytest.raises(export.ExportError, match="key 'units' must be 'metres', got 'feet'"):
+    with pytest.raises(errors.ExportError, match="key 'units' must be 'metres', got 'feet'"):
         inference_model.load_export(mismatched)
 
 
@@ -224,14 +224,14 @@ def test_export_records_a_fingerprint_and_load_refuses_other_variables(tmp_path,
     export.save_export(first, variables, make_metadata())
     export.save_export(second, random_depth_net_variables(seed=9), make_metadata())
     metadata = json.loads((first / "metadata.json").read_text())
-    assert metadata["variables_sha256"] == export.variables_fingerprint(variables)
+    assert metadata["variables_sha256"] == export_format.variables_fingerprint(variables)
     assert len(metadata["variables_sha256"]) == 64
     # Same structure and sizes, other bytes: what a corrupted copy looks like to Orbax.
     import shutil
 
     shutil.rmtree(first / "variables")
     shutil.copytree(second / "variables", first / "variables")
-    with pytest.raises(export.ExportError,
+    with pytest.raises(errors.ExportError,
                        match=rf"{first / 'variables'}: the variables do not match "
                              r"variables_sha256 in metadata\.json; the export is corrupt"):
         inference_model.load_export(first)
@@ -246,5 +246,5 @@ def test_corrupted_variable_bytes_are_refused(tmp_path, variables):
     middle = len(raw) // 2
     raw[middle:middle + 64] = bytes(255 - b for b in raw[middle:middle + 64])  # same size
     largest.write_bytes(bytes(raw))
-    with pytest.raises(export.ExportError, match=rf"{tmp_path / 'export' / 'variables'}: "):
+    with pytest.raises(errors.ExportError, match=rf"{tmp_path / 'export' / 'variables'}: "):
         inference_model.load_export(tmp_path / "export")

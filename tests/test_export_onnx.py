@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from damono_jax import export, export_onnx
-from damono_jax.export import ExportError
+from damono_jax.errors import ExportError
 from damono_jax.inference import model as inference_model
 from damono_jax.inference import onnx_model
 from tests import helpers

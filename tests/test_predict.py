@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from damono_jax import export, predict
+from damono_jax import errors, export, predict
 from damono_jax.inference import model as inference_model
 from damono_jax.models import DepthNet
 from tests import helpers
@@ -170,7 +170,7 @@ def test_bad_arguments_are_rejected(export_dir, image_folder, tmp_path):
         predict.predict_images(export_dir, [image_folder / "a.png", other / "a.jpg"], tmp_path)
     with pytest.raises(predict.PredictError, match="expected 4 comma-separated"):
         predict.parse_floats("1,2,3", 4, "intrinsics")
-    with pytest.raises(export.ExportError, match="export directory does not exist"):
+    with pytest.raises(errors.ExportError, match="export directory does not exist"):
         predict.predict_images(tmp_path / "missing", str(image_folder), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
 

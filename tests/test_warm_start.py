@@ -65,7 +65,7 @@ def test_a_folder_that_is_no_run_and_a_run_without_shared_weights_are_errors(tmp
 def test_read_variables_from_an_export_checks_its_fingerprint(tmp_path):
     import json
 
-    from damono_jax import export
+    from damono_jax import export, export_format
     from tests import helpers
 
     variables = helpers.random_depth_net_variables((32, 32))
@@ -77,10 +77,11 @@ def test_read_variables_from_an_export_checks_its_fingerprint(tmp_path):
     assert source == f"export {tmp_path}/export (step 9)"
     np.testing.assert_array_equal(loaded["params"]["encoder"]["conv1"]["kernel"],
                                   variables["params"]["encoder"]["conv1"]["kernel"])
-    path = tmp_path / "export" / export.METADATA_FILE
+    path = tmp_path / "export" / export_format.METADATA_FILE
     record = json.loads(path.read_text())
-    record[export.FINGERPRINT_KEY] = "0" * 64
+    record[export_format.FINGERPRINT_KEY] = "0" * 64
     path.write_text(json.dumps(record))
-    with pytest.raises(ValueError, match=r"config.init_from: .*/export: the variables do not "
-                                         r"match variables_sha256 in metadata.json"):
+    with pytest.raises(ValueError, match=r"config.init_from: .*/export/variables: the "
+                                         r"variables do not match variables_sha256 in "
+                                         r"metadata.json"):
         warm_start.read_variables(str(tmp_path / "export"))

@@ -1,6 +1,7 @@
-"""Serving, read top-down: a checkpoint or an export -> the inference network -> models.
+"""Serving, read top-down: an export (`export_format`) -> the inference network -> models.
 
-Nothing here builds the optimiser's state or imports PyTorch: a checkpoint is restored into
-`jax.eval_shape` shapes, so a run started from a torchvision `.pth` exports and evaluates
-after that file is gone.
+`model` loads an export for prediction, `saved_model` and `onnx_model` convert it to the TF
+SavedModel and ONNX and read those back, `batching` pads batches to fixed shapes. Nothing
+here imports training code: a training checkpoint becomes an export in
+`train.latest_checkpoint`.
 """

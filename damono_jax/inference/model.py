@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
-from absl import logging
 
-from damono_jax import geometry
-from damono_jax.export import (
-    FINGERPRINT_KEY,
-    METADATA_FILE,
-    VARIABLES_DIR,
-    ExportError,
-    abstract_variables,
-    check_metadata,
-    to_host,
-    variables_fingerprint,
-)
+from damono_jax import export_format, geometry
 from damono_jax.models import DepthNet
-
-
-def _sigmoid_disparity_fn(network: DepthNet) -> Callable[[Any, jax.Array], jax.Array]:
-    def sigmoid_disparity(variables: Any, images: jax.Array) -> jax.Array:
-        return network.apply(variables, images, train=False)[0][..., 0]
-
-    return sigmoid_disparity
 
 
 @functools.cache
 def _jitted_sigmoid_disparity(network: DepthNet) -> Callable[[Any, jax.Array], jax.Array]:
     """One jitted function per network configuration, so exports share compilations."""
-    return jax.jit(_sigmoid_disparity_fn(network))
+    return jax.jit(export_format.sigmoid_disparity_fn(network))
 
 
 class InferenceModel:
@@ -54,9 +33,9 @@ class InferenceModel:
     """
 
     def __init__(self, metadata: Mapping[str, Any], variables: Mapping[str, Any]):
-        check_metadata(metadata, "InferenceModel(metadata)")
+        export_format.check_metadata(metadata, "InferenceModel(metadata)")
         self.metadata = dict(metadata)
-        self.network = DepthNet(upsample_mode=metadata["model"]["upsample_mode"])
+        self.network = export_format.network(metadata)
         self.input_size: tuple[int, int] = tuple(metadata["input_size"])
         self.min_depth = float(metadata["min_depth"])
         self.max_depth = float(metadata["max_depth"])
@@ -66,7 +45,7 @@ class InferenceModel:
 
     def sigmoid_disparity_fn(self) -> Callable[[Any, jax.Array], jax.Array]:
         """`fn(variables, images) -> (B, H, W)` sigmoid disparity, pure (for jit/jax2tf)."""
-        return _sigmoid_disparity_fn(self.network)
+        return export_format.sigmoid_disparity_fn(self.network)
 
     def _check_images(self, images: Any) -> jax.Array:
         images = jnp.asarray(images)
@@ -122,52 +101,7 @@ def prepare_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return np.clip(np.asarray(resized), 0.0, 1.0)
 
 
-def read_metadata(export_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reads and validates `export_dir/metadata.json`; errors name the file and the problem."""
-    path = Path(export_dir) / METADATA_FILE
-    if not Path(export_dir).is_dir():
-        raise ExportError(f"{export_dir}: export directory does not exist")
-    if not path.is_file():
-        raise ExportError(f"{path}: missing (not an export directory written by save_export)")
-    try:
-        metadata = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ExportError(
-            f"{path}: line {error.lineno}: invalid JSON ({error.msg})"
-        ) from error
-    if not isinstance(metadata, dict):
-        raise ExportError(f"{path}: expected a JSON object, got {type(metadata).__name__}")
-    check_metadata(metadata, str(path))
-    return metadata
-
-
 def load_export(export_dir: str | os.PathLike) -> InferenceModel:
-    """Loads an export written by `save_export`; needs no training config."""
-    export_dir = Path(export_dir).absolute()
-    metadata = read_metadata(export_dir)
-    variables_path = export_dir / VARIABLES_DIR
-    if not variables_path.is_dir():
-        raise ExportError(f"{variables_path}: missing (the Orbax variables of the export)")
-    network = DepthNet(upsample_mode=metadata["model"]["upsample_mode"])
-    abstract = abstract_variables(network, tuple(metadata["input_size"]))
-    try:
-        with ocp.StandardCheckpointer() as checkpointer:
-            variables = checkpointer.restore(variables_path, abstract)
-    except Exception as error:  # Orbax raises many types; re-raise one naming the path.
-        raise ExportError(
-            f"{variables_path}: cannot restore DepthNet variables: {error}"
-        ) from error
-    variables = to_host(variables)
-    expected = metadata.get(FINGERPRINT_KEY)
-    if expected is None:
-        logging.warning("%s: records no %s (written before fingerprints); its variables are "
-                        "not verified", export_dir / METADATA_FILE, FINGERPRINT_KEY)
-    elif variables_fingerprint(variables) != expected:
-        raise ExportError(
-            f"{variables_path}: the variables do not match {FINGERPRINT_KEY} in "
-            f"{METADATA_FILE}; the export is corrupt (export it again)"
-        )
-    return InferenceModel(metadata, variables)
-
-
-# ----------------------------------------------------------------------------- SavedModel
+    """Loads an export written by `export.save_export`; needs no training config."""
+    metadata = export_format.read_metadata(export_dir)
+    return InferenceModel(metadata, export_format.read_variables(export_dir, metadata))

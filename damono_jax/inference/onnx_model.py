@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 
 from damono_jax import geometry
-from damono_jax.export import ExportError
+from damono_jax.errors import ExportError
 from damono_jax.inference.model import InferenceModel
 
 ONNX_FILE = "model.onnx"

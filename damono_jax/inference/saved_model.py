@@ -12,8 +12,9 @@ import jax
 import numpy as np
 
 from damono_jax import files, geometry
-from damono_jax.export import METADATA_FILE, ExportError
-from damono_jax.inference.model import InferenceModel
+from damono_jax.errors import ExportError
+from damono_jax.export_format import METADATA_FILE, SAVED_MODEL_DIR
+from damono_jax.inference.model import InferenceModel, load_export
 
 
 def export_saved_model(
@@ -57,6 +58,11 @@ def export_saved_model(
     with files.atomic_directory(Path(output_dir), overwrite) as temporary:
         tf.saved_model.save(module, str(temporary), signatures={"serving_default": predict})
         (temporary / METADATA_FILE).write_text(json.dumps(model.metadata, indent=2) + "\n")
+
+
+def write_into_export(export_dir: Path) -> None:
+    """Adds `export_dir/saved_model` to an export (`export.save_export(also_write=...)`)."""
+    export_saved_model(load_export(export_dir), export_dir / SAVED_MODEL_DIR)
 
 
 def load_saved_model(saved_model_dir: str | os.PathLike) -> Callable[[np.ndarray], dict]:

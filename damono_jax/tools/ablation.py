@@ -216,8 +216,7 @@ def train_and_score(config: Any, run_dir: str, *, adabn: bool = False,
     `adabn`, the record also holds `results_adabn` (`adabn_results`), added to a reused
     record that lacks it.
     """
-    from damono_jax.inference import checkpoint as checkpoint_serving
-    from damono_jax.train import loop
+    from damono_jax.train import latest_checkpoint, loop
 
     domains = domains or {"source": config.data.source, "target": config.data.target}
     record_path = os.path.join(run_dir, "run.json")
@@ -239,7 +238,7 @@ def train_and_score(config: Any, run_dir: str, *, adabn: bool = False,
     start = time.perf_counter()
     loop.train_and_evaluate(config, run_dir)
     train_s = time.perf_counter() - start
-    export_dir = checkpoint_serving.export_checkpoint(config, run_dir)
+    export_dir = latest_checkpoint.export_checkpoint(config, run_dir)
     record = {
         "variant": config.variant,
         "seed": int(config.seed),

@@ -87,8 +87,7 @@ def run_demo(
     `max_examples_per_split` caps every split of both datasets (None = full builds).
     """
     from damono_jax import evaluate, predict
-    from damono_jax.inference import checkpoint as checkpoint_serving
-    from damono_jax.train import loop
+    from damono_jax.train import latest_checkpoint, loop
     from data_prep import build
 
     if max_examples_per_split is not None and max_examples_per_split < 1:
@@ -121,7 +120,7 @@ def run_demo(
 
     start = _step(3, "Export the inference model (encoder + depth decoder)",
                   f"python -m damono_jax.main --mode=export --config=... --workdir={train_dir}")
-    export_dir = checkpoint_serving.export_checkpoint(config, train_dir)
+    export_dir = latest_checkpoint.export_checkpoint(config, train_dir)
     _done(start)
 
     eval_dir = os.path.join(workdir, "eval_target_test")

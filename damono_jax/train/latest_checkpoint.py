@@ -1,4 +1,8 @@
-"""`--mode=eval` and `--mode=export`: the newest training checkpoint, evaluated or exported."""
+"""`--mode=eval` and `--mode=export`: the newest training checkpoint, evaluated or exported.
+
+A checkpoint is restored into `jax.eval_shape` shapes: nothing is initialised, so a run
+started from a torchvision `.pth` exports and evaluates after that file is gone.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from typing import Any
 import jax
 from absl import logging
 
-from damono_jax import checkpointing, files
+from damono_jax import checkpointing, export, files
+from damono_jax.inference import saved_model
 from damono_jax.train import state, validation
 
 
@@ -56,9 +61,7 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, float]:
 
 
 def export_checkpoint(config: Any, workdir: str) -> str:
-    """Exports the newest checkpoint's DepthNet to `workdir/export` (`export` module)."""
-    from damono_jax import export
-
+    """Exports the newest checkpoint's DepthNet to `workdir/export`, with its SavedModel."""
     restored = restore_latest_state(config, workdir)
     train_state, step = restored.state, restored.step
     source_focal = restored.meta.get("source_focal_x_normalized")
@@ -70,6 +73,7 @@ def export_checkpoint(config: Any, workdir: str) -> str:
     export.export_from_train_state(
         config, jax.device_get(train_state.params), jax.device_get(train_state.batch_stats),
         export_dir, step, train_focal_x_normalized=source_focal,
+        also_write=saved_model.write_into_export,
     )
     logging.info("Exported step %d to %s.", step, export_dir)
     return export_dir

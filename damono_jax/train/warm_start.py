@@ -19,7 +19,8 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from damono_jax import checkpointing, export
+from damono_jax import checkpointing, export_format
+from damono_jax.errors import ExportError
 
 COLLECTIONS = ("params", "batch_stats")
 
@@ -40,7 +41,7 @@ class WarmStart:
 def read_variables(path: str) -> tuple[dict[str, Any], str]:
     """`({"params", "batch_stats"}, description)` of the run at `path` (module docstring)."""
     path = os.path.abspath(path)
-    if os.path.isfile(os.path.join(path, export.METADATA_FILE)):
+    if os.path.isfile(os.path.join(path, export_format.METADATA_FILE)):
         return _export_variables(path)
     if os.path.isdir(os.path.join(path, checkpointing.CHECKPOINT_SUBDIR)):
         directory, step = os.path.join(path, checkpointing.CHECKPOINT_SUBDIR), None
@@ -50,7 +51,7 @@ def read_variables(path: str) -> tuple[dict[str, Any], str]:
         directory, step = path, None
     else:
         raise ValueError(
-            f"config.init_from: {path} is neither an export (no {export.METADATA_FILE}), a "
+            f"config.init_from: {path} is neither an export (no {export_format.METADATA_FILE}), a "
             f"training workdir (no {checkpointing.CHECKPOINT_SUBDIR}/) nor a checkpoint folder"
         )
     try:
@@ -63,25 +64,12 @@ def read_variables(path: str) -> tuple[dict[str, Any], str]:
 
 
 def _export_variables(path: str) -> tuple[dict[str, Any], str]:
-    """An export's DepthNet variables as saved, checked against its recorded fingerprint."""
-    import json
-
-    import orbax.checkpoint as ocp
-
-    metadata_path = os.path.join(path, export.METADATA_FILE)
+    """An export's DepthNet variables, checked against its recorded fingerprint."""
     try:
-        with open(metadata_path) as handle:
-            metadata = json.load(handle)
-        export.check_metadata(metadata, metadata_path)
-        with ocp.StandardCheckpointer() as checkpointer:
-            variables = checkpointer.restore(os.path.join(path, export.VARIABLES_DIR))
-    except (OSError, ValueError) as error:  # json, the metadata check and Orbax
-        raise ValueError(f"config.init_from: {path}: not a readable export "
-                         f"({str(error).splitlines()[0]})") from error
-    expected = metadata.get(export.FINGERPRINT_KEY)
-    if expected is not None and export.variables_fingerprint(variables) != expected:
-        raise ValueError(f"config.init_from: {path}: the variables do not match "
-                         f"{export.FINGERPRINT_KEY} in {export.METADATA_FILE}")
+        metadata = export_format.read_metadata(path)
+        variables = export_format.read_variables(path, metadata)
+    except ExportError as error:
+        raise ValueError(f"config.init_from: {error}") from error
     return dict(variables), f"export {path} (step {metadata['step']})"
 
 

@@ -2,7 +2,7 @@
 
 Modes: `train` (default; resumes from `W/checkpoints`), `eval` (newest checkpoint on the
 config's eval split, `evaluation.evaluate`), `export` (newest checkpoint -> `W/export`,
-`train.latest_checkpoint`), `predict` (`predict.predict_images` of `W/export` on
+`train.latest_checkpoint`), `predict` (`prediction.run.predict_images` of `W/export` on
 `--input`, written to `--output`; exports first if `W/export` does not exist).
 
 User errors end in one `error:` line (`damono_jax.cli`); `W/log.txt` keeps every log line,
@@ -43,9 +43,9 @@ def _check_paths() -> None:
     if FLAGS.mode == "predict":
         if not FLAGS.input or not FLAGS.output:
             raise app.UsageError("--mode=predict needs --input=IMAGES and --output=DIR")
-        from damono_jax import predict
+        from damono_jax.prediction import inputs as prediction_inputs
 
-        predict.list_inputs(FLAGS.input)  # raises naming --input when it matches nothing
+        prediction_inputs.list_inputs(FLAGS.input)  # raises naming --input when it matches nothing
         cli.require_folder_or_absent(FLAGS.output, "--output")
 
 
@@ -91,12 +91,12 @@ def main(argv: list[str]) -> None:
     elif FLAGS.mode == "export":
         latest_checkpoint.export_checkpoint(config, FLAGS.workdir)
     else:
-        from damono_jax import predict
+        from damono_jax.prediction import run as prediction
 
         export_dir = os.path.join(FLAGS.workdir, "export")
         if not os.path.isdir(export_dir):
             export_dir = latest_checkpoint.export_checkpoint(config, FLAGS.workdir)
-        predict.predict_images(export_dir, FLAGS.input, FLAGS.output)
+        prediction.predict_images(export_dir, FLAGS.input, FLAGS.output)
 
 
 if __name__ == "__main__":

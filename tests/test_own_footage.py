@@ -100,7 +100,8 @@ def test_the_readme_commands_train_on_the_folders_and_record_the_source_camera(t
 
 
 def test_export_onnx_evaluate_and_predict_with_focal(trained_run, tmp_path):
-    from damono_jax import evaluate, export_onnx, predict
+    from damono_jax import evaluate, export_onnx
+    from damono_jax.prediction import run as prediction
     from data_prep import build
 
     export_dir = trained_run / "runs" / "mine" / "export"
@@ -119,7 +120,7 @@ def test_export_onnx_evaluate_and_predict_with_focal(trained_run, tmp_path):
     assert np.isfinite(results["results"]["80"]["abs_rel"])
 
     frames = trained_run / "my_footage" / "test" / "image"
-    record = predict.predict_images(export_dir, str(frames), tmp_path / "out", save=("npy",),
+    record = prediction.predict_images(export_dir, str(frames), tmp_path / "out", save=("npy",),
                                     focal=2 * FX)
     image = sorted(frames.glob("*.png"))[0]
     width = Image.open(image).width

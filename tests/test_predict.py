@@ -16,6 +16,9 @@ from PIL import Image
 from damono_jax import errors, export, predict
 from damono_jax.inference import model as inference_model
 from damono_jax.models import DepthNet
+from damono_jax.prediction import inputs as prediction_inputs
+from damono_jax.prediction import run as prediction
+from damono_jax.prediction import writers
 from tests import helpers
 
 INPUT_SIZE = (64, 96)
@@ -76,8 +79,8 @@ def test_predict_folder_writes_consistent_files(export_dir, image_folder, tmp_pa
     jitted = inference_model._jitted_sigmoid_disparity(DepthNet())
     compiled_before = jitted._cache_size()
     output = tmp_path / "out"
-    summary = predict.predict_images(
-        export_dir, str(image_folder), output, save=predict.SAVE_FORMATS, batch_size=3,
+    summary = prediction.predict_images(
+        export_dir, str(image_folder), output, save=writers.SAVE_FORMATS, batch_size=3,
         intrinsics=(50.0, 60.0, 40.0, 30.0), progress=False,
     )
     assert jitted._cache_size() == compiled_before + 1  # one compilation for 2 batches
@@ -118,13 +121,13 @@ def test_predict_folder_writes_consistent_files(export_dir, image_folder, tmp_pa
 
 
 def test_fixed_colour_range_and_focal_scaling(export_dir, image_folder, tmp_path):
-    plain = predict.predict_images(
+    plain = prediction.predict_images(
         export_dir, [image_folder / "a.png"], tmp_path / "plain", save=("npy", "color"),
         color_range=(1.0, 20.0), batch_size=1, progress=False,
     )
     assert plain["color_range"] == [1.0, 20.0]
     focal = 2 * 0.58 * 100  # twice the training focal length (fx / W = 0.58) at W = 100
-    scaled = predict.predict_images(
+    scaled = prediction.predict_images(
         export_dir, [image_folder / "a.png"], tmp_path / "focal", save=("npy",), focal=focal,
         batch_size=1, progress=False,
     )
@@ -139,10 +142,10 @@ def test_unreadable_image_stops_or_is_skipped(export_dir, image_folder, tmp_path
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG but not really")
     inputs = [image_folder / "a.png", bad]
-    with pytest.raises(predict.PredictError, match=f"{bad}: cannot read image"):
-        predict.predict_images(export_dir, inputs, tmp_path / "stop", progress=False)
+    with pytest.raises(errors.PredictError, match=f"{bad}: cannot read image"):
+        prediction.predict_images(export_dir, inputs, tmp_path / "stop", progress=False)
     assert not (tmp_path / "stop").exists()  # --output only once there is something to write
-    summary = predict.predict_images(
+    summary = prediction.predict_images(
         export_dir, inputs, tmp_path / "skip", save=("npy",), on_error="skip", batch_size=1,
         progress=False,
     )
@@ -159,19 +162,19 @@ def test_bad_arguments_are_rejected(export_dir, image_folder, tmp_path):
         ({"focal": -1.0}, "--focal: must be > 0"),
     ]
     for kwargs, message in cases:
-        with pytest.raises(predict.PredictError, match=message):
-            predict.predict_images(export_dir, str(image_folder), tmp_path, **kwargs)
-    with pytest.raises(predict.PredictError, match="the glob matches no files"):
-        predict.predict_images(export_dir, str(tmp_path / "*.jpg"), tmp_path)
+        with pytest.raises(errors.PredictError, match=message):
+            prediction.predict_images(export_dir, str(image_folder), tmp_path, **kwargs)
+    with pytest.raises(errors.PredictError, match="the glob matches no files"):
+        prediction.predict_images(export_dir, str(tmp_path / "*.jpg"), tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(other / "a.jpg")
-    with pytest.raises(predict.PredictError, match="same output name 'a'"):
-        predict.predict_images(export_dir, [image_folder / "a.png", other / "a.jpg"], tmp_path)
-    with pytest.raises(predict.PredictError, match="expected 4 comma-separated"):
+    with pytest.raises(errors.PredictError, match="same output name 'a'"):
+        prediction.predict_images(export_dir, [image_folder / "a.png", other / "a.jpg"], tmp_path)
+    with pytest.raises(errors.PredictError, match="expected 4 comma-separated"):
         predict.parse_floats("1,2,3", 4, "intrinsics")
     with pytest.raises(errors.ExportError, match="export directory does not exist"):
-        predict.predict_images(tmp_path / "missing", str(image_folder), tmp_path)
+        prediction.predict_images(tmp_path / "missing", str(image_folder), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
 
 
@@ -214,22 +217,23 @@ def test_command_line(export_dir, image_folder, tmp_path):
 def test_read_image_scales_16_bit_and_converts_gray_rgba_and_palette(tmp_path):
     gray16 = np.array([[0, 257, 65535], [32896, 1000, 65000]], np.uint16)
     Image.fromarray(gray16).save(tmp_path / "gray16.png")
-    image = predict.read_image(tmp_path / "gray16.png")
+    image = prediction_inputs.read_image(tmp_path / "gray16.png")
     assert image.shape == (2, 3, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[..., 0], [[0, 1, 255], [128, 4, 253]])  # not clipped
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
     rgb = np.random.default_rng(3).integers(0, 256, (4, 5, 3), dtype=np.uint8)
     Image.fromarray(np.dstack([rgb, np.full((4, 5), 7, np.uint8)])).save(tmp_path / "rgba.png")
-    np.testing.assert_array_equal(predict.read_image(tmp_path / "rgba.png"), rgb)
+    np.testing.assert_array_equal(prediction_inputs.read_image(tmp_path / "rgba.png"), rgb)
     Image.fromarray(rgb[..., 0]).save(tmp_path / "gray8.png")
-    np.testing.assert_array_equal(predict.read_image(tmp_path / "gray8.png"),
+    np.testing.assert_array_equal(prediction_inputs.read_image(tmp_path / "gray8.png"),
                                   np.repeat(rgb[..., :1], 3, axis=-1))
     Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
     palette = Image.open(tmp_path / "p.png").convert("RGB")
-    np.testing.assert_array_equal(predict.read_image(tmp_path / "p.png"), np.asarray(palette))
+    np.testing.assert_array_equal(prediction_inputs.read_image(tmp_path / "p.png"),
+                                  np.asarray(palette))
     Image.fromarray(np.ones((3, 3), np.float32)).save(tmp_path / "float.tiff")
-    with pytest.raises(predict.PredictError, match=r"float\.tiff: unsupported image mode 'F'"):
-        predict.read_image(tmp_path / "float.tiff")
+    with pytest.raises(errors.PredictError, match=r"float\.tiff: unsupported image mode 'F'"):
+        prediction_inputs.read_image(tmp_path / "float.tiff")
 
 
 def test_non_finite_output_is_an_error_naming_the_export(export_dir, image_folder, tmp_path):
@@ -237,10 +241,10 @@ def test_non_finite_output_is_an_error_naming_the_export(export_dir, image_folde
     variables = jax_tree_with_nan(model.variables)
     broken = tmp_path / "broken_export"
     export.save_export(broken, variables, model.metadata)
-    with pytest.raises(predict.PredictError,
+    with pytest.raises(errors.PredictError,
                        match=rf"{broken}: the network's output for .*a\.png is NaN or Inf; "
                              r"the export's variables are corrupt or diverged"):
-        predict.predict_images(broken, str(image_folder), tmp_path / "out", save=("npy",))
+        prediction.predict_images(broken, str(image_folder), tmp_path / "out", save=("npy",))
     assert not (tmp_path / "out" / "a.npy").exists()
 
 

@@ -86,7 +86,8 @@ def run_demo(
 
     `max_examples_per_split` caps every split of both datasets (None = full builds).
     """
-    from damono_jax import evaluate, predict
+    from damono_jax import evaluate
+    from damono_jax.prediction import run as prediction
     from damono_jax.train import latest_checkpoint, loop
     from data_prep import build
 
@@ -142,7 +143,7 @@ def run_demo(
                   f"python -m damono_jax.predict --export={export_dir} --input={images_dir} "
                   f"--output={predictions_dir}")
     write_sample_images(config, data_dir, images_dir, num_predict_images)
-    predict.predict_images(export_dir, images_dir, predictions_dir)
+    prediction.predict_images(export_dir, images_dir, predictions_dir)
     _done(start)
 
     pictures = sorted(p for p in os.listdir(predictions_dir) if p.endswith(".png"))

@@ -21,6 +21,7 @@ way, so the paper's lambda weights keep their meaning whatever the number of sca
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -227,18 +228,48 @@ def domain_accuracy(source_logits: Array, target_logits: Array) -> tuple[Array, 
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+    """Every constant of the total loss (paper eq. 6), explicit and hashable, so that jitted
+    code takes it instead of the config. `from_config` reads `config.model`, `.data`, `.loss`.
+    """
+
+    min_depth: float
+    max_depth: float
+    max_gt_depth: float
+    l1_weight: float
+    smoothness_weight: float
+    depth_weight: float
+    seg_weight: float
+    adv_weight: float
+    output_adv_weight: float
+
+    @classmethod
+    def from_config(cls, config: Any) -> LossSettings:
+        return cls(
+            min_depth=float(config.model.min_depth),
+            max_depth=float(config.model.max_depth),
+            max_gt_depth=float(config.data.max_depth),
+            l1_weight=float(config.loss.l1_weight),
+            smoothness_weight=float(config.loss.smoothness_weight),
+            depth_weight=float(config.loss.depth_weight),
+            seg_weight=float(config.loss.seg_weight),
+            adv_weight=float(config.loss.adv_weight),
+            output_adv_weight=float(config.loss.output_adv_weight),
+        )
+
 
 def compute_loss_terms(
-    outputs: Mapping[str, Any], batch: Mapping[str, Array], config: Any
+    outputs: Mapping[str, Any], batch: Mapping[str, Array], settings: LossSettings
 ) -> dict[str, Array]:
     """All loss terms and the weighted total for one batch (paper eq. 6).
 
     `outputs` is the model's dict (`disp`, `seg_logits`, `domain_logits` and
     `output_domain_logits`, the last three None when the variant lacks them); `batch` holds
     `source_image_clean`, `source_depth`, `source_label`. Returns float32 scalars: `depth`,
-    `seg`, `adv` (mean over the feature classifiers), `adv_output` (the output-space
-    classifier), `total` (absent terms 0), plus `domain_acc_source` / `domain_acc_target`,
-    the mean accuracies over every domain classifier (0 without one).
+    `seg`, `adv` (mean over the feature classifiers, one per aligned level), `adv_output`
+    (the output-space classifier), `total` (absent terms 0), plus `domain_acc_source` /
+    `domain_acc_target`, the mean accuracies over every domain classifier (0 without one).
     """
     zero = jnp.float32(0.0)
     terms = {
@@ -246,11 +277,11 @@ def compute_loss_terms(
             outputs["disp"],
             batch["source_image_clean"],
             batch["source_depth"],
-            min_depth=config.model.min_depth,
-            max_depth=config.model.max_depth,
-            max_gt_depth=config.data.max_depth,
-            l1_weight=config.loss.l1_weight,
-            smoothness_weight=config.loss.smoothness_weight,
+            min_depth=settings.min_depth,
+            max_depth=settings.max_depth,
+            max_gt_depth=settings.max_gt_depth,
+            l1_weight=settings.l1_weight,
+            smoothness_weight=settings.smoothness_weight,
         ),
         "seg": zero,
         "adv": zero,
@@ -262,10 +293,7 @@ def compute_loss_terms(
         terms["seg"] = segmentation_loss(outputs["seg_logits"], batch["source_label"])
     classifiers = []
     if outputs.get("domain_logits") is not None:
-        domain_logits = outputs["domain_logits"]
-        # The bottleneck classifier alone (the paper's model), or one per aligned encoder
-        # level ({level: logits}): mean loss over the classifiers.
-        per_level = [domain_logits] if "source" in domain_logits else list(domain_logits.values())
+        per_level = list(outputs["domain_logits"].values())
         for logits in per_level:
             terms["adv"] = terms["adv"] + adversarial_loss(logits["source"], logits["target"])
         terms["adv"] = terms["adv"] / len(per_level)
@@ -279,9 +307,9 @@ def compute_loss_terms(
         terms["domain_acc_source"] = terms["domain_acc_source"] + acc_source / len(classifiers)
         terms["domain_acc_target"] = terms["domain_acc_target"] + acc_target / len(classifiers)
     terms["total"] = (
-        config.loss.adv_weight * terms["adv"]
-        + config.loss.output_adv_weight * terms["adv_output"]
-        + config.loss.depth_weight * terms["depth"]
-        + config.loss.seg_weight * terms["seg"]
+        settings.adv_weight * terms["adv"]
+        + settings.output_adv_weight * terms["adv_output"]
+        + settings.depth_weight * terms["depth"]
+        + settings.seg_weight * terms["seg"]
     )
     return terms

@@ -16,46 +16,34 @@ def dann_grl_scale(progress: Any, gamma: float = 10.0, max_scale: float = 1.0) -
     return max_scale * (2.0 / (1.0 + jnp.exp(-gamma * progress)) - 1.0)
 
 
-def create_grl_schedule(config: Any) -> optax.Schedule:
-    """GRL scale as a function of the step: `config.grl.schedule` "dann" or "constant".
+def grl_schedule(schedule: str, *, num_train_steps: int, gamma: float, max_scale: float,
+                 warmup_fraction: float = 0.0) -> optax.Schedule:
+    """The GRL scale as a function of the step (`config.grl`; `config_utils` checks it).
 
-    "dann" ramps from 0 to `config.grl.max_scale` over `config.num_train_steps`
-    (p = step / num_train_steps, clipped to 1); "constant" is `max_scale` throughout. With
-    `config.grl.warmup_fraction` w > 0 the scale is 0 for the first w of training, and the
-    schedule runs over the rest (DANN's ramp on p' = (p - w) / (1 - w); "constant" jumps to
-    `max_scale` at w).
+    "dann" ramps from 0 to `max_scale` over `num_train_steps` (p = step / num_train_steps,
+    clipped to 1); "constant" is `max_scale` throughout. With `warmup_fraction` w > 0 the
+    scale is 0 for the first w of training, and the schedule runs over the rest (DANN's ramp
+    on p' = (p - w) / (1 - w); "constant" jumps to `max_scale` at w).
     """
-    schedule = config.grl.schedule
     if schedule not in ("dann", "constant"):
         raise ValueError(f"config.grl.schedule: unknown schedule {schedule!r}; use 'dann' or "
                          "'constant'")
-    return grl_schedule_fn(schedule, num_train_steps=int(config.num_train_steps),
-                           gamma=float(config.grl.gamma),
-                           max_scale=float(config.grl.max_scale),
-                           warmup_fraction=float(config.grl.warmup_fraction))
-
-
-def grl_schedule_fn(schedule: str, *, num_train_steps: int, gamma: float, max_scale: float,
-                    warmup_fraction: float = 0.0) -> optax.Schedule:
-    """The GRL scale schedule of `create_grl_schedule` from explicit constants."""
     num_steps = float(num_train_steps)
     warmup = float(warmup_fraction)
 
-    def grl_schedule(step: Any) -> Any:
+    def scale_at(step: Any) -> Any:
         progress = jnp.clip(jnp.asarray(step, jnp.float32) / num_steps, 0.0, 1.0)
         ramp = jnp.clip((progress - warmup) / (1.0 - warmup), 0.0, 1.0)
         scale = max_scale if schedule == "constant" else dann_grl_scale(ramp, gamma, max_scale)
         return jnp.where(progress < warmup, 0.0, scale).astype(jnp.float32)
 
-    return grl_schedule
+    return scale_at
 
 
-def create_learning_rate_schedule(
-    base_learning_rate: float, config: Any
-) -> optax.Schedule:
+def learning_rate_schedule(base_learning_rate: float, *, num_train_steps: int,
+                           decay_at_fraction: float, decay_factor: float) -> optax.Schedule:
     """Monodepth2's step decay: `base` until `decay_at_fraction` of training, then x factor."""
-    boundary = int(round(config.optim.decay_at_fraction * config.num_train_steps))
+    boundary = int(round(decay_at_fraction * num_train_steps))
     return optax.piecewise_constant_schedule(
-        init_value=base_learning_rate,
-        boundaries_and_scales={boundary: float(config.optim.decay_factor)},
+        init_value=base_learning_rate, boundaries_and_scales={boundary: float(decay_factor)},
     )

@@ -1,11 +1,9 @@
 """Loss terms against independent torch (Monodepth2-style) and numpy computations."""
 
 import math
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import torch
@@ -216,13 +214,12 @@ def test_adversarial_loss_and_accuracy_match_torch(rng):
     assert float(acc_target) == pytest.approx(np.mean(target <= 0))
 
 
-def _loss_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({
-        "model": {"min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH},
-        "data": {"max_depth": MAX_GT_DEPTH},
-        "loss": {"depth_weight": 1.0, "seg_weight": 0.1, "adv_weight": 0.2, "l1_weight": 0.15,
-                 "smoothness_weight": 1e-3, "output_adv_weight": 0.01},
-    })
+def _loss_settings() -> losses.LossSettings:
+    return losses.LossSettings(
+        min_depth=MIN_DEPTH, max_depth=MAX_DEPTH, max_gt_depth=MAX_GT_DEPTH, depth_weight=1.0,
+        seg_weight=0.1, adv_weight=0.2, l1_weight=0.15, smoothness_weight=1e-3,
+        output_adv_weight=0.01,
+    )
 
 
 def test_total_is_the_weighted_sum(depth_inputs, rng):
@@ -231,10 +228,10 @@ def test_total_is_the_weighted_sum(depth_inputs, rng):
     labels = rng.integers(0, 4, gt.shape).astype(np.int32)
     domain = {"source": jnp.ones((2, 1, 2, 1)), "target": -jnp.ones((2, 1, 2, 1))}
     outputs = {"disp": [jnp.asarray(d) for d in disps], "seg_logits": logits,
-               "domain_logits": domain}
+               "domain_logits": {4: domain}}
     batch = {"source_image_clean": jnp.asarray(image), "source_depth": jnp.asarray(gt),
              "source_label": jnp.asarray(labels)}
-    terms = losses.compute_loss_terms(outputs, batch, _loss_config())
+    terms = losses.compute_loss_terms(outputs, batch, _loss_settings())
     expected = 0.2 * terms["adv"] + 1.0 * terms["depth"] + 0.1 * terms["seg"]
     np.testing.assert_allclose(float(terms["total"]), float(expected), rtol=1e-6)
     np.testing.assert_allclose(float(terms["adv"]), math.log1p(math.exp(-1.0)), rtol=1e-6)
@@ -242,7 +239,7 @@ def test_total_is_the_weighted_sum(depth_inputs, rng):
     assert float(terms["domain_acc_target"]) == 1.0
     baseline = losses.compute_loss_terms(
         {"disp": outputs["disp"], "seg_logits": None, "domain_logits": None}, batch,
-        _loss_config(),
+        _loss_settings(),
     )
     assert float(baseline["seg"]) == 0.0 and float(baseline["adv"]) == 0.0
     np.testing.assert_allclose(float(baseline["total"]), float(terms["depth"]), rtol=1e-6)
@@ -257,8 +254,8 @@ def test_output_space_term_has_its_own_weight_and_joins_the_accuracies(depth_inp
     batch = {"source_image_clean": jnp.asarray(image), "source_depth": jnp.asarray(gt)}
     common = {"disp": [jnp.asarray(d) for d in disps], "seg_logits": None}
     terms = losses.compute_loss_terms(
-        {**common, "domain_logits": feature, "output_domain_logits": output}, batch,
-        _loss_config())
+        {**common, "domain_logits": {4: feature}, "output_domain_logits": output}, batch,
+        _loss_settings())
     expected_output = 0.5 * (math.log1p(math.exp(1.0)) + math.log1p(math.exp(-1.0)))
     np.testing.assert_allclose(float(terms["adv_output"]), expected_output, rtol=1e-6)
     np.testing.assert_allclose(float(terms["adv"]), math.log1p(math.exp(-1.0)), rtol=1e-6)
@@ -270,7 +267,7 @@ def test_output_space_term_has_its_own_weight_and_joins_the_accuracies(depth_inp
     assert float(terms["domain_acc_target"]) == 1.0
     alone = losses.compute_loss_terms(
         {**common, "domain_logits": None, "output_domain_logits": output}, batch,
-        _loss_config())
+        _loss_settings())
     assert float(alone["adv"]) == 0.0
     np.testing.assert_allclose(float(alone["total"]),
                                float(terms["depth"]) + 0.01 * expected_output, rtol=1e-6)
@@ -283,11 +280,10 @@ def test_adversarial_terms_average_the_aligned_levels():
                 "target": jnp.asarray(rng.normal(size=(2, h, h, 1)), jnp.float32)}
         for level, h in ((0, 4), (4, 1))
     }
-    config = SimpleNamespace(
-        model=SimpleNamespace(min_depth=1.0, max_depth=100.0),
-        data=SimpleNamespace(max_depth=80.0),
-        loss=SimpleNamespace(l1_weight=0.15, smoothness_weight=1e-3, depth_weight=1.0,
-                             seg_weight=0.1, adv_weight=0.1, output_adv_weight=0.001),
+    config = losses.LossSettings(
+        min_depth=1.0, max_depth=100.0, max_gt_depth=80.0, l1_weight=0.15,
+        smoothness_weight=1e-3, depth_weight=1.0, seg_weight=0.1, adv_weight=0.1,
+        output_adv_weight=0.001,
     )
     batch = {"source_image_clean": jnp.full((2, 8, 8, 3), 0.5, jnp.float32),
              "source_depth": jnp.full((2, 8, 8), 10.0, jnp.float32)}
@@ -299,5 +295,5 @@ def test_adversarial_terms_average_the_aligned_levels():
     accuracy = [losses.domain_accuracy(v["source"], v["target"])[1] for v in per_level.values()]
     np.testing.assert_allclose(float(terms["domain_acc_target"]), float(np.mean(accuracy)))
     single = losses.compute_loss_terms(
-        {"disp": disp, "seg_logits": None, "domain_logits": per_level[4]}, batch, config)
+        {"disp": disp, "seg_logits": None, "domain_logits": {4: per_level[4]}}, batch, config)
     np.testing.assert_allclose(float(single["adv"]), float(expected[1]), rtol=1e-6)

@@ -94,8 +94,8 @@ def test_full_model_output_shapes(height, width):
         assert out["seg_logits"][scale].shape == (2, *size, 19)
         assert out["disp"][scale].dtype == jnp.float32
     patches = (math.ceil(height / 32 / 4), math.ceil(width / 32 / 4))
-    assert out["domain_logits"]["source"].shape == (2, *patches, 1)
-    assert out["domain_logits"]["target"].shape == (3, *patches, 1)
+    assert out["domain_logits"][4]["source"].shape == (2, *patches, 1)
+    assert out["domain_logits"][4]["target"].shape == (3, *patches, 1)
     assert set(variables["params"]) == {
         "encoder",
         "shared_block",
@@ -308,8 +308,8 @@ def test_training_forward_gradients_and_batch_stats():
         )
         depth = sum(jnp.mean(d * jnp.arange(d.size).reshape(d.shape)) for d in out["disp"])
         seg = sum(jnp.mean(jnp.sin(s)) for s in out["seg_logits"])
-        domain = jnp.mean(out["domain_logits"]["source"]) - jnp.mean(
-            out["domain_logits"]["target"]
+        domain = jnp.mean(out["domain_logits"][4]["source"]) - jnp.mean(
+            out["domain_logits"][4]["target"]
         )
         return jnp.stack([depth, seg, domain]), (out, updates)
 
@@ -335,7 +335,7 @@ def test_training_forward_gradients_and_batch_stats():
     assert gradients._cache_size() == 1
 
     # Outputs at 32x32: disparities in (0, 1), one patch per image.
-    assert out["domain_logits"]["source"].shape == (2, 1, 1, 1)
+    assert out["domain_logits"][4]["source"].shape == (2, 1, 1, 1)
     for disp in out["disp"]:
         assert np.all((np.asarray(disp) > 0) & (np.asarray(disp) < 1))
 
@@ -677,8 +677,8 @@ def test_cdan_classifier_reverses_the_encoder_gradient_and_leaves_the_softmax_al
     assert variables["params"]["domain_classifier"]["conv_0"]["kernel"].shape == (3, 3, 32, 8)
 
     def term(out):
-        return losses.adversarial_loss(out["domain_logits"]["source"],
-                                       out["domain_logits"]["target"])
+        return losses.adversarial_loss(out["domain_logits"][4]["source"],
+                                       out["domain_logits"][4]["target"])
 
     reversed_grads, plain_grads = _reversed_gradient(
         model, variables, source, target, term, ("encoder", "semantic_decoder"))

@@ -87,7 +87,8 @@ def build_setup():
                 train=True,
                 mutable=["batch_stats"],
             )
-            terms = losses.compute_loss_terms(outputs, batch, config)
+            settings = losses.LossSettings.from_config(config)
+            terms = losses.compute_loss_terms(outputs, batch, settings)
             return terms["total"], (terms, outputs)
 
         grads, (terms, train_outputs) = jax.grad(loss_fn, has_aux=True)(variables["params"])
@@ -132,7 +133,7 @@ def _compare_outputs(jax_outputs, twin_outputs):
     for domain in ("source", "target"):
         errors[f"domain_{domain}"] = timing.relative_error(
             _nchw_to_nhwc(twin_outputs["domain_logits"][domain]),
-            jax_outputs["domain_logits"][domain],
+            jax_outputs["domain_logits"][4][domain],
         )
     return errors
 

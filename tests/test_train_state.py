@@ -11,8 +11,8 @@ from tests.helpers import lowest_optimisation, tiny_config
 
 
 def test_learning_rate_step_decay_at_three_quarters():
-    config = tiny_config(num_train_steps=100)
-    _, lr = state_lib.create_optimizer(config)
+    lr = state_lib.OptimizerSettings.from_config(
+        tiny_config(num_train_steps=100)).learning_rate_schedule()
     assert float(lr(0)) == pytest.approx(1e-4)
     assert float(lr(74)) == pytest.approx(1e-4)
     assert float(lr(75)) == pytest.approx(1e-5)
@@ -22,7 +22,7 @@ def test_learning_rate_step_decay_at_three_quarters():
 def test_separate_discriminator_lr_and_clipping():
     config = tiny_config(**{"optim.discriminator_learning_rate": 1e-2,
                             "optim.grad_clip_norm": 1.0})
-    tx, _ = state_lib.create_optimizer(config)
+    tx = state_lib.create_optimizer(state_lib.OptimizerSettings.from_config(config))
     params = {"encoder": {"w": jnp.zeros(3)}, "domain_classifier": {"w": jnp.zeros(3)}}
     grads = {"encoder": {"w": jnp.array([10.0, -10.0, 10.0])},
              "domain_classifier": {"w": jnp.array([10.0, 10.0, -10.0])}}
@@ -37,7 +37,8 @@ def test_separate_discriminator_lr_and_clipping():
 
 def test_constant_discriminator_rate_keeps_its_own_adam_without_the_step_decay():
     config = tiny_config(num_train_steps=4, **{"optim.discriminator_lr_decay": False})
-    tx, lr = state_lib.create_optimizer(config)
+    settings = state_lib.OptimizerSettings.from_config(config)
+    tx, lr = state_lib.create_optimizer(settings), settings.learning_rate_schedule()
     params = {"encoder": {"w": jnp.zeros(2)}, "domain_classifier_3": {"w": jnp.zeros(2)},
               "domain_classifier_output": {"w": jnp.zeros(2)}}
     grads = jax.tree.map(lambda p: jnp.array([1.0, -1.0]), params)

@@ -64,8 +64,8 @@ def test_grl_reverses_domain_gradient_into_encoder(monkeypatch):
             out = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
                               batch["source_image"], batch["target_image"], grl_scale=scale,
                               train=False)
-            return losses.adversarial_loss(out["domain_logits"]["source"],
-                                           out["domain_logits"]["target"])
+            return losses.adversarial_loss(out["domain_logits"][4]["source"],
+                                           out["domain_logits"][4]["target"])
         return jax.grad(adv)(params)
 
     reversed_fn = jax.jit(adv_grads)

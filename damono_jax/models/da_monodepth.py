@@ -172,10 +172,10 @@ class DAMonodepth(nn.Module):
         Returns:
           dict with "disp": 4 arrays (B_s, H/2**s, W/2**s, 1), s = 0..3, sigmoid disparity;
           "seg_logits": 4 arrays (B_s, H/2**s, W/2**s, K) or None; "domain_logits":
-          {"source": (B_s, h, w, 1), "target": (B_t, h, w, 1)} patch logits of the bottleneck
-          classifier, or `{level: {"source", "target"}}` when `align_levels` is not `(4,)`,
-          or None (no feature classifier); "output_domain_logits": the output-space
-          classifier's {"source", "target"} patch logits, or None. All float32.
+          `{level: {"source": (B_s, h, w, 1), "target": (B_t, h, w, 1)}}`, the patch logits
+          of the classifier on each of `align_levels` (the paper's model: level 4, the
+          bottleneck, alone), or None (no feature classifier); "output_domain_logits": the
+          output-space classifier's {"source", "target"} patch logits, or None. All float32.
         """
         _check_images(source_images, "source_images")
         if self.use_domain_classifier:
@@ -265,8 +265,6 @@ class DAMonodepth(nn.Module):
                 domain_logits[level] = split(logits)
             if not domain_logits:
                 domain_logits = None
-            elif tuple(domain_logits) == (BOTTLENECK_LEVEL,):
-                domain_logits = domain_logits[BOTTLENECK_LEVEL]
             if self.output_alignment:
                 outputs = [disp_all[0].astype(jnp.float32)]
                 if seg_all is not None:

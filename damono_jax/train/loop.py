@@ -127,7 +127,10 @@ def _train_and_evaluate(
     )
     mesh = state.create_mesh()
     model = state.create_model(config)
-    grl_schedule = schedules.create_grl_schedule(config)
+    grl_schedule = schedules.grl_schedule(
+        config.grl.schedule, num_train_steps=config.num_train_steps, gamma=config.grl.gamma,
+        max_scale=config.grl.max_scale, warmup_fraction=config.grl.warmup_fraction,
+    )
     checkpointer = checkpointing.TrainCheckpointer(workdir, config.keep_checkpoints)
     train_state, start_step = _initial_state(config, model, mesh, checkpointer)
     if start_step == 0:
@@ -212,7 +215,10 @@ def _train_and_evaluate(
             if step_number % config.image_log_every_steps == 0 or is_last:
                 writer.write_images(
                     step_number,
-                    validation.image_summaries(config, model, train_state, np_batch),
+                    validation.image_summaries(
+                        model, train_state, np_batch, min_depth=config.model.min_depth,
+                        max_depth=config.model.max_depth, max_gt_depth=config.data.max_depth,
+                    ),
                 )
 
             if step_number % config.eval_every_steps == 0 or is_last:

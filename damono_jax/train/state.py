@@ -8,13 +8,13 @@ both have weights), else `config.model.encoder_init`, else starts from scratch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import traverse_util
@@ -51,29 +51,68 @@ def create_model(config: Any) -> models.DAMonodepth:
     return models.DAMonodepth.from_config(config.model, config.variant, config.dtype, conv)
 
 
-def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """The optimiser's constants (`config.optim` and `num_train_steps`), explicit and
+    hashable: the key under which the jitted state functions are cached."""
+
+    learning_rate: float
+    num_train_steps: int
+    decay_at_fraction: float
+    decay_factor: float
+    b1: float
+    b2: float
+    discriminator_learning_rate: float | None
+    discriminator_lr_decay: bool
+    grad_clip_norm: float | None
+
+    @classmethod
+    def from_config(cls, config: Any) -> OptimizerSettings:
+        optim = config.optim
+        return cls(
+            learning_rate=float(optim.learning_rate),
+            num_train_steps=int(config.num_train_steps),
+            decay_at_fraction=float(optim.decay_at_fraction),
+            decay_factor=float(optim.decay_factor),
+            b1=float(optim.b1),
+            b2=float(optim.b2),
+            discriminator_learning_rate=(None if optim.discriminator_learning_rate is None
+                                         else float(optim.discriminator_learning_rate)),
+            discriminator_lr_decay=bool(optim.discriminator_lr_decay),
+            grad_clip_norm=None if optim.grad_clip_norm is None else float(optim.grad_clip_norm),
+        )
+
+    def learning_rate_schedule(self, base_learning_rate: float | None = None
+                               ) -> optax.Schedule:
+        """Monodepth2's step decay from `base_learning_rate` (default: the main rate)."""
+        base = self.learning_rate if base_learning_rate is None else base_learning_rate
+        return schedules.learning_rate_schedule(
+            base, num_train_steps=self.num_train_steps,
+            decay_at_fraction=self.decay_at_fraction, decay_factor=self.decay_factor,
+        )
+
+
+def create_optimizer(settings: OptimizerSettings) -> optax.GradientTransformation:
     """Adam with Monodepth2's step decay, optional discriminator LR and gradient clipping.
 
-    Returns the transformation and the main learning-rate schedule (for logging). With
-    `config.optim.discriminator_learning_rate` set, or `config.optim.discriminator_lr_decay`
-    False, the `domain_classifier*` subtrees get their own Adam (same betas, its own state)
-    through `optax.multi_transform`: at `discriminator_learning_rate` (default: the main
-    rate), with the main step decay unless `discriminator_lr_decay` is False (then constant).
+    With `discriminator_learning_rate` set, or `discriminator_lr_decay` False, the
+    `domain_classifier*` subtrees get their own Adam (same betas, its own state) through
+    `optax.multi_transform`: at `discriminator_learning_rate` (default: the main rate), with
+    the main step decay unless `discriminator_lr_decay` is False (then constant).
     """
-    lr_schedule = schedules.create_learning_rate_schedule(config.optim.learning_rate, config)
+    lr_schedule = settings.learning_rate_schedule()
 
     def adam(schedule: optax.Schedule) -> optax.GradientTransformation:
-        return optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
+        return optax.adam(schedule, b1=settings.b1, b2=settings.b2)
 
-    discriminator_lr = config.optim.discriminator_learning_rate
-    decay = config.optim.discriminator_lr_decay
+    discriminator_lr = settings.discriminator_learning_rate
+    decay = settings.discriminator_lr_decay
     if discriminator_lr is None and decay:
         tx = adam(lr_schedule)
     else:
-        rate = config.optim.learning_rate if discriminator_lr is None else discriminator_lr
+        rate = settings.learning_rate if discriminator_lr is None else discriminator_lr
         discriminator_schedule = (
-            schedules.create_learning_rate_schedule(rate, config) if decay
-            else optax.constant_schedule(rate)
+            settings.learning_rate_schedule(rate) if decay else optax.constant_schedule(rate)
         )
 
         def labels(params: Any) -> Any:
@@ -88,9 +127,9 @@ def create_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.S
             {"default": adam(lr_schedule), "discriminator": adam(discriminator_schedule)},
             labels,
         )
-    if config.optim.grad_clip_norm is not None:
-        tx = optax.chain(optax.clip_by_global_norm(config.optim.grad_clip_norm), tx)
-    return tx, lr_schedule
+    if settings.grad_clip_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(settings.grad_clip_norm), tx)
+    return tx
 
 
 def create_mesh(devices: Any = None) -> Mesh:
@@ -118,17 +157,10 @@ def load_pretrained_encoder(encoder_init: str, model_config: Any, variables: Any
     return pretrained.init_encoder_from_config(variables, model_config)
 
 
-def freeze_config(config: Any) -> ml_collections.FrozenConfigDict:
-    """A hashable, immutable copy of `config` (the cache key of the compiled functions)."""
-    if isinstance(config, ml_collections.FrozenConfigDict):
-        return config
-    return ml_collections.FrozenConfigDict(config)
-
-
 def _make_state_fn(
-    config: Any, model: models.DAMonodepth
+    optimizer: OptimizerSettings, model: models.DAMonodepth
 ) -> Callable[[Any, jax.Array], TrainState]:
-    tx, _ = create_optimizer(config)
+    tx = create_optimizer(optimizer)
 
     def make_state(variables: Any, rng: jax.Array) -> TrainState:
         return TrainState.create(
@@ -141,16 +173,16 @@ def _make_state_fn(
 
 @functools.lru_cache(maxsize=8)
 def _state_initializers(
-    config: ml_collections.FrozenConfigDict, model: models.DAMonodepth, mesh: Mesh
+    image_size: tuple[int, int], optimizer: OptimizerSettings, model: models.DAMonodepth,
+    mesh: Mesh,
 ) -> tuple[Callable[..., Any], Callable[..., TrainState]]:
-    """Jitted (variables init, state assembly) for one (config, model, mesh); cached so that
-    repeated runs in one process (tests, notebooks, resumes) compile once."""
+    """Jitted (variables init, state assembly) for one (image size, optimiser, model, mesh);
+    cached so that repeated runs in one process (tests, notebooks, resumes) compile once."""
     replicated = NamedSharding(mesh, P())
     init_variables = jax.jit(
-        functools.partial(initial_variables, tuple(config.data.image_size), model),
-        out_shardings=replicated,
+        functools.partial(initial_variables, image_size, model), out_shardings=replicated,
     )
-    return init_variables, jax.jit(_make_state_fn(config, model), out_shardings=replicated)
+    return init_variables, jax.jit(_make_state_fn(optimizer, model), out_shardings=replicated)
 
 
 def create_train_state(config: Any, model: models.DAMonodepth, mesh: Mesh) -> TrainState:
@@ -161,7 +193,9 @@ def create_train_state(config: Any, model: models.DAMonodepth, mesh: Mesh) -> Tr
     `config.model.encoder_init` unless that is "scratch", then whatever `config.init_from`
     holds (`warm_start`).
     """
-    init_variables, make_state = _state_initializers(freeze_config(config), model, mesh)
+    init_variables, make_state = _state_initializers(
+        tuple(config.data.image_size), OptimizerSettings.from_config(config), model, mesh
+    )
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = load_pretrained_encoder(
         config.model.encoder_init, config.model, init_variables(init_rng)
@@ -177,7 +211,7 @@ def abstract_train_state(config: Any, model: models.DAMonodepth, mesh: Mesh) -> 
     """The train state's shapes, dtypes and (replicated) shardings, computed by
     `jax.eval_shape`: nothing is initialised and `encoder_init` is not read."""
     replicated = NamedSharding(mesh, P())
-    make_state = _make_state_fn(config, model)
+    make_state = _make_state_fn(OptimizerSettings.from_config(config), model)
 
     def init(rng: jax.Array) -> TrainState:
         init_rng, state_rng = jax.random.split(rng)

@@ -4,6 +4,8 @@ One `jax.jit` step over a `Mesh` of all devices with axis "data": parameters, ba
 and optimiser state are replicated, every batch array is sharded along its first axis. Under
 jit, Flax BatchNorm then computes its statistics over the global batch (no `axis_name`). The
 state is donated. The GRL scale is a traced argument, so its schedule never recompiles.
+The step takes its constants as a hashable `StepSettings`, built from the config at the
+entry (`StepSettings.from_config`), never the config itself.
 
 This module imports without TensorFlow, TFDS and clu: the step runs wherever jax, flax and
 optax do (tests/test_train_step.py checks it).
@@ -11,6 +13,7 @@ optax do (tests/test_train_step.py checks it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -18,14 +21,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from damono_jax import fda, losses, models
-from damono_jax.train.state import TrainState, create_optimizer, freeze_config
+from damono_jax.train.state import OptimizerSettings, TrainState
 
 # Loss terms checked for NaN/Inf after every step, in the order they are reported.
 CHECKED_TERMS = ("depth", "seg", "adv", "adv_output", "total")
@@ -38,15 +39,34 @@ STEP_METRICS = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """The train step's constants: the loss, FDA's beta (0 = off), how the shared block's
+    gradients combine (`models.combine_shared_block_grads`) and the optimiser (for the
+    reported learning rate). Hashable: the cache key of the jitted step."""
+
+    loss: losses.LossSettings
+    fda_beta: float
+    shared_block_grad: str
+    optimizer: OptimizerSettings
+
+    @classmethod
+    def from_config(cls, config: Any) -> StepSettings:
+        return cls(
+            loss=losses.LossSettings.from_config(config),
+            fda_beta=float(config.data.fda_beta),
+            shared_block_grad=str(config.model.shared_block_grad),
+            optimizer=OptimizerSettings.from_config(config),
+        )
+
 
 def train_step(
     state: TrainState,
     batch: Mapping[str, jax.Array],
     grl_scale: jax.Array,
     *,
-    config: Any,
+    settings: StepSettings,
     model: models.DAMonodepth,
-    lr_schedule: optax.Schedule,
 ) -> tuple[TrainState, dict[str, jax.Array], dict[str, jax.Array]]:
     """One optimisation step on a (global) batch.
 
@@ -56,9 +76,9 @@ def train_step(
     step_rng = jax.random.fold_in(state.rng, state.step)
     target_images = batch["target_image"] if model.use_domain_classifier else None
     source_images = batch["source_image"]
-    if config.data.fda_beta > 0:
+    if settings.fda_beta > 0:
         source_images = fda.source_in_target_style(
-            source_images, batch["target_image"], config.data.fda_beta
+            source_images, batch["target_image"], settings.fda_beta
         )
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
@@ -71,7 +91,7 @@ def train_step(
             mutable=["batch_stats"],
             rngs={"dropout": step_rng},
         )
-        terms = losses.compute_loss_terms(outputs, batch, config)
+        terms = losses.compute_loss_terms(outputs, batch, settings.loss)
         # Per-image spread of the full-resolution disparity: ~0 when the output collapsed.
         disp = outputs["disp"][0].astype(jnp.float32)
         terms["disp_std"] = jax.lax.stop_gradient(jnp.mean(jnp.std(disp, axis=(1, 2, 3))))
@@ -79,7 +99,7 @@ def train_step(
 
     grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
     if model.use_semantic:
-        grads = models.combine_shared_block_grads(grads, config.model.shared_block_grad)
+        grads = models.combine_shared_block_grads(grads, settings.shared_block_grad)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     step_metrics = {
         "loss": terms["total"],
@@ -91,7 +111,9 @@ def train_step(
         "domain_acc_target": terms["domain_acc_target"],
         "disp_std": terms["disp_std"],
         "grl_scale": jnp.asarray(grl_scale, jnp.float32),
-        "learning_rate": jnp.asarray(lr_schedule(state.step), jnp.float32),
+        "learning_rate": jnp.asarray(
+            settings.optimizer.learning_rate_schedule()(state.step), jnp.float32
+        ),
     }
     return new_state, step_metrics, terms
 
@@ -101,21 +123,20 @@ def make_train_step(
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array], dict[str, jax.Array]]]:
     """`train_step` jitted over `mesh`: state replicated and donated, batch sharded on "data".
 
-    Cached per (config, model, mesh), so every call with equal arguments returns the same
-    jitted function and its compilation is reused.
+    Cached per (`StepSettings`, model, mesh), so every call with equal arguments returns the
+    same jitted function and its compilation is reused.
     """
-    return _make_train_step(freeze_config(config), model, mesh)
+    return _make_train_step(StepSettings.from_config(config), model, mesh)
 
 
 @functools.lru_cache(maxsize=8)
 def _make_train_step(
-    config: ml_collections.FrozenConfigDict, model: models.DAMonodepth, mesh: Mesh
+    settings: StepSettings, model: models.DAMonodepth, mesh: Mesh
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array], dict[str, jax.Array]]]:
     replicated = NamedSharding(mesh, P())
     data = NamedSharding(mesh, P("data"))
-    _, lr_schedule = create_optimizer(config)
     return jax.jit(
-        functools.partial(train_step, config=config, model=model, lr_schedule=lr_schedule),
+        functools.partial(train_step, settings=settings, model=model),
         in_shardings=(replicated, data, replicated),
         out_shardings=(replicated, replicated, replicated),
         donate_argnums=0,

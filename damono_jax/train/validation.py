@@ -39,9 +39,14 @@ def predict_disparity(model: models.DAMonodepth, variables: Any, images: jax.Arr
 
 
 def image_summaries(
-    config: Any, model: models.DAMonodepth, state: TrainState, batch: Mapping[str, np.ndarray]
+    model: models.DAMonodepth, state: TrainState, batch: Mapping[str, np.ndarray], *,
+    min_depth: float, max_depth: float, max_gt_depth: float,
 ) -> dict[str, np.ndarray]:
-    """uint8 NHWC images: input, predicted disparity, GT disparity, segmentation (if any)."""
+    """uint8 NHWC images: input, predicted disparity, GT disparity, segmentation (if any).
+
+    The GT disparity is `geometry.depth_to_disp` with the model's `min_depth`/`max_depth`
+    (`config.model`), over the pixels with `0 < depth <= max_gt_depth` (`config.data`).
+    """
     from damono_jax import visualization  # matplotlib only when logging
 
     count = min(NUM_SUMMARY_IMAGES, batch["source_image"].shape[0])
@@ -55,12 +60,9 @@ def image_summaries(
     depth = np.asarray(batch["source_depth"][:count], np.float32)
     if depth.ndim == 4:
         depth = depth[..., 0]
-    valid = (depth > 0) & (depth <= config.data.max_depth)
+    valid = (depth > 0) & (depth <= max_gt_depth)
     gt_disp = np.where(
-        valid,
-        geometry.depth_to_disp(np.where(valid, depth, 1.0), config.model.min_depth,
-                               config.model.max_depth),
-        np.nan,
+        valid, geometry.depth_to_disp(np.where(valid, depth, 1.0), min_depth, max_depth), np.nan
     )
     # One colour range for prediction and GT so they can be compared directly.
     vmax = float(max(np.nanmax(pred_disp), np.nanmax(gt_disp) if valid.any() else 0.0))

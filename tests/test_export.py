@@ -193,7 +193,7 @@ def test_missing_or_corrupt_exports_name_the_path(tmp_path, export_dir):
 
 def test_predict_rejects_bad_images(export_dir):
     model = inference_model.load_export(export_dir)
-    with pytest.raises(ValueError, match="expected float32 NHWC"):
+    with pytest.raises(ValueError, match=r"images: expected NHWC RGB images \(B, H, W, 3\)"):
         model.predict_disparity(np.zeros((64, 96, 3), np.float32))
     with pytest.raises(ValueError, match="expected float32 in"):
         model.predict_disparity(np.zeros((1, 64, 96, 3), np.uint8))

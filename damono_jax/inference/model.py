@@ -48,9 +48,8 @@ class InferenceModel:
         return export_format.sigmoid_disparity_fn(self.network)
 
     def _check_images(self, images: Any) -> jax.Array:
+        """The dtype is checked here (jit would cast); the shape by the network itself."""
         images = jnp.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images: expected float32 NHWC (B, H, W, 3), got {images.shape}")
         if images.dtype != jnp.float32:
             raise ValueError(f"images: expected float32 in [0, 1], got dtype {images.dtype}")
         return images

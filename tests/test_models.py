@@ -22,6 +22,7 @@ from damono_jax.models import (
     gradient_reversal,
     patch_map_size,
 )
+from damono_jax.models.resnet import batch_norm
 from tests.helpers import lowest_optimisation
 
 LARGE_SIZES = [(192, 640), (320, 1024), (256, 512)]
@@ -403,8 +404,8 @@ def test_initialisers_follow_pytorch():
         assert values.max() <= bound and values.min() >= -bound
         assert values.max() > 0.9 * bound and values.min() < -0.9 * bound
     # A layer4-like block (the encoder's init, without compiling all 20 convs' RNG).
-    block = BasicBlock(512)
-    variables = jax.jit(lambda k, x: block.init(k, x, False))(
+    block = BasicBlock(512, batch_norm(train=False, num_source=None, dtype=jnp.float32))
+    variables = jax.jit(block.init)(
         jax.random.key(0), jnp.zeros((1, 2, 2, 512))
     )
     kernel = np.asarray(variables["params"]["conv2"]["kernel"])

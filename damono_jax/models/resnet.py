@@ -5,6 +5,8 @@ them one to one: `conv1`, `bn1`, `layer{1..4}_{0,1}` (each with `conv1`, `bn1`, 
 and, for the first block of layers 2-4, `downsample_conv` / `downsample_bn`).
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -77,46 +79,45 @@ class DomainBatchNorm(nn.Module):
         return (y * scale + bias).astype(self.dtype)
 
 
-def _norm(train: bool, num_source: int | None, dtype: jnp.dtype, name: str) -> nn.Module:
-    """nn.BatchNorm, or DomainBatchNorm when the batch is [source; target] (`num_source`)."""
+def batch_norm(train: bool, num_source: int | None, dtype: jnp.dtype) -> ModuleDef:
+    """The encoder's norm, handed down like `conv`: torchvision's BatchNorm, or
+    DomainBatchNorm when the batch is [source; target] with `num_source` source images."""
     if num_source is not None:
-        return DomainBatchNorm(use_running_average=not train, num_source=num_source,
-                               dtype=dtype, name=name)
-    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                        epsilon=_BN_EPSILON, dtype=dtype, param_dtype=jnp.float32, name=name)
+        return functools.partial(DomainBatchNorm, use_running_average=not train,
+                                 num_source=num_source, dtype=dtype)
+    return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                             epsilon=_BN_EPSILON, dtype=dtype, param_dtype=jnp.float32)
 
 
 class BasicBlock(nn.Module):
     """torchvision BasicBlock: conv3x3-BN-ReLU-conv3x3-BN, plus (projected) identity, ReLU."""
 
     features: int
+    norm: ModuleDef  # `batch_norm(...)`: the encoder decides train mode and domain statistics
     stride: int = 1
     dtype: jnp.dtype = jnp.float32
     conv: ModuleDef = nn.Conv  # or conv.BandConv (damono_jax.models.conv)
-    num_source: int | None = None  # domain-specific BN statistics (DomainBatchNorm)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = lambda features, kernel, stride, pad, name: self.conv(  # noqa: E731
-            features,
-            (kernel, kernel),
-            strides=(stride, stride),
-            padding=_symmetric_padding(pad),
-            use_bias=False,
-            kernel_init=_torchvision_conv_init,
-            dtype=self.dtype,
+    def __call__(self, x: jax.Array) -> jax.Array:
+        conv = functools.partial(
+            self.conv, use_bias=False, kernel_init=_torchvision_conv_init, dtype=self.dtype,
             param_dtype=jnp.float32,
-            name=name,
         )
-        norm = lambda name: _norm(train, self.num_source, self.dtype, name)  # noqa: E731
+
+        def conv_layer(features: int, kernel: int, stride: int, pad: int, name: str
+                       ) -> nn.Module:
+            return conv(features, (kernel, kernel), strides=(stride, stride),
+                        padding=_symmetric_padding(pad), name=name)
+
         residual = x
-        y = conv(self.features, 3, self.stride, 1, "conv1")(x)
-        y = nn.relu(norm("bn1")(y))
-        y = conv(self.features, 3, 1, 1, "conv2")(y)
-        y = norm("bn2")(y)
+        y = conv_layer(self.features, 3, self.stride, 1, "conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = conv_layer(self.features, 3, 1, 1, "conv2")(y)
+        y = self.norm(name="bn2")(y)
         if self.stride != 1 or x.shape[-1] != self.features:
-            residual = conv(self.features, 1, self.stride, 0, "downsample_conv")(x)
-            residual = norm("downsample_bn")(residual)
+            residual = conv_layer(self.features, 1, self.stride, 0, "downsample_conv")(x)
+            residual = self.norm(name="downsample_bn")(residual)
         return nn.relu(y + residual)
 
 
@@ -150,7 +151,8 @@ class ResNet18Encoder(nn.Module):
             param_dtype=jnp.float32,
             name="conv1",
         )(x)
-        x = _norm(train, self.num_source, self.dtype, "bn1")(x)
+        norm = batch_norm(train, self.num_source, self.dtype)
+        x = norm(name="bn1")(x)
         x = nn.relu(x)
         features = [x]
         # torch's MaxPool2d(3, 2, padding=1): pad with -inf, then pool without padding. The
@@ -163,11 +165,11 @@ class ResNet18Encoder(nn.Module):
                 stride = 2 if stage > 0 and block == 0 else 1
                 x = BasicBlock(
                     width,
+                    norm,
                     stride,
                     dtype=self.dtype,
                     conv=self.conv,
-                    num_source=self.num_source,
                     name=f"layer{stage + 1}_{block}",
-                )(x, train)
+                )(x)
             features.append(x)
         return features

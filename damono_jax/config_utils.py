@@ -1,6 +1,6 @@
 """Config validation and the paper's ablation variants (Tables 3/4).
 
-`validate(config)` raises `ValueError` naming the offending key, e.g.
+`check(config)` raises `ValueError` naming the offending key, e.g.
 `config.data.image_size: (190, 640) is not a multiple of 32`. `parse_variant` turns the
 `seg` of a `--config=configs/vkitti.py:seg` argument into the matching row of the ablation.
 """
@@ -128,7 +128,7 @@ def _check_dataset(config: Any, key: str) -> None:
         _fail(key, f"dataset {value!r} needs one of the configs {options}")
 
 
-def validate(config: Any, *, mode: str = "train", num_devices: int | None = None) -> None:
+def check(config: Any, *, mode: str = "train", num_devices: int | None = None) -> None:
     """Raises `ValueError` naming the key of the first invalid value in `config`.
 
     `mode` is main.py's `--mode`: data locations are required for "train" and "eval" only.

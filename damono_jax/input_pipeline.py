@@ -11,7 +11,7 @@ yields per-process numpy batches::
                         variant is "full" or data.fda_beta > 0, `config_utils.uses_target_images`)
 
 with `b = batch_size // jax.process_count()` and `(H, W) = data.image_size`, where `data` is
-`config.data` (validated by `config_utils.validate` at the entry point).
+`config.data` (validated by `config_utils.check` at the entry point).
 
 Each stream reads this process's part of its split (`tfds.split_for_jax_process`, equal
 parts, remainder dropped) as serialized records and then:

@@ -69,7 +69,7 @@ def main(argv: list[str]) -> None:
             process_id=config.distributed.process_id,
         )
     num_devices = jax.device_count() if FLAGS.mode == "train" else None
-    config_utils.validate(config, mode=FLAGS.mode, num_devices=num_devices)
+    config_utils.check(config, mode=FLAGS.mode, num_devices=num_devices)
     if FLAGS.mode in ("train", "eval"):
         from damono_jax import input_pipeline
 
@@ -85,7 +85,7 @@ def main(argv: list[str]) -> None:
     platform.work_unit().create_artifact(platform.ArtifactType.DIRECTORY, FLAGS.workdir, "workdir")
 
     if FLAGS.mode == "train":
-        loop.train_validated(config, FLAGS.workdir)  # validated above
+        loop.train_checked(config, FLAGS.workdir)  # checked above
     elif FLAGS.mode == "eval":
         latest_checkpoint.evaluate_checkpoint(config, FLAGS.workdir)
     elif FLAGS.mode == "export":

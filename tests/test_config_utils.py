@@ -18,7 +18,7 @@ def test_configs_and_variants_validate(module, variant):
     config = module.get_config(variant)
     config.data.data_dir = "/data/tfds"
     assert config.variant == variant
-    config_utils.validate(config)
+    config_utils.check(config)
     flags = config_utils.variant_flags(variant)
     assert flags["use_semantic"] == (variant != "baseline")
     assert flags["use_domain_classifier"] == (variant == "full")
@@ -103,50 +103,50 @@ def test_invalid_values_name_the_key(key, value, message):
         node = node[parent]
     node[leaf] = value
     with pytest.raises(ValueError, match=message):
-        config_utils.validate(config)
+        config_utils.check(config)
 
 
 def test_cdan_needs_the_semantic_decoder_and_the_bottleneck_alone():
     config = valid_config()
     config.model.domain_conditioning = "cdan"
-    config_utils.validate(config)
+    config_utils.check(config)
     config.model.align_levels = (3, 4)
     with pytest.raises(ValueError, match=r"config\.model\.domain_conditioning: 'cdan' "
                                          r"conditions the bottleneck classifier only; "
                                          r"model\.align_levels is \(3, 4\), use \(4,\)"):
-        config_utils.validate(config)
+        config_utils.check(config)
     config = vkitti.get_config("baseline")
     config.data.data_dir = "/data/tfds"
     config.model.domain_conditioning = "cdan"
     with pytest.raises(ValueError, match=r"'cdan' needs the semantic decoder; variant "
                                          r"'baseline' has none"):
-        config_utils.validate(config)
+        config_utils.check(config)
 
 
 def test_output_alignment_alone_needs_no_feature_classifier():
     config = valid_config()
     config.model.output_alignment = True
     config.model.align_levels = ()
-    config_utils.validate(config)
+    config_utils.check(config)
 
 
 def test_data_dir_not_needed_for_export_and_batch_must_split_over_devices():
     config = vkitti.get_config()
-    config_utils.validate(config, mode="export")
+    config_utils.check(config, mode="export")
     config.data.data_dir = "/data"
     with pytest.raises(ValueError, match=r"config\.batch_size: 12 is not divisible by the 8"):
-        config_utils.validate(config, num_devices=8)
-    config_utils.validate(config, num_devices=4)
+        config_utils.check(config, num_devices=8)
+    config_utils.check(config, num_devices=4)
 
 
 def test_target_only_checked_for_full_variant():
     config = vkitti.get_config("seg")
     config.data.data_dir = "/data"
     config.data.target = "unknown_target"
-    config_utils.validate(config)
+    config_utils.check(config)
     config.variant = "full"
     with pytest.raises(ValueError, match=r"config\.data\.target: unknown dataset"):
-        config_utils.validate(config)
+        config_utils.check(config)
 
 
 @pytest.mark.parametrize("target", ["kitti_eigen", "kitti_eigen/left", "kitti_eigen/stereo",
@@ -155,10 +155,10 @@ def test_kitti_eigen_builder_configs_are_accepted(target):
     config = valid_config()
     config.data.target = target
     config.data.eval = target
-    config_utils.validate(config)
+    config_utils.check(config)
 
 
 def test_prefetch_accepts_autotune():
     config = valid_config()
     config.data.prefetch = -1  # tf.data.AUTOTUNE
-    config_utils.validate(config)
+    config_utils.check(config)

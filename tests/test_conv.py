@@ -189,4 +189,4 @@ def test_config_auto_resolves_per_backend_and_is_validated(tmp_path):
     assert state_lib.create_model(config).conv is nn.Conv
     config.conv_weight_gradient = "im2col"
     with pytest.raises(ValueError, match="config.conv_weight_gradient: unknown value 'im2col'"):
-        config_utils.validate(config)
+        config_utils.check(config)

@@ -56,7 +56,7 @@ def test_fda_reads_the_target_stream_and_its_beta_is_validated():
     assert not config_utils.uses_target_images(config)
     config.data.fda_beta = 0.05
     assert config_utils.uses_target_images(config)
-    config_utils.validate(config, mode="export")
+    config_utils.check(config, mode="export")
     config.data.fda_beta = 0.7
     with pytest.raises(ValueError, match=r"data.fda_beta: 0.7 is not a number in \[0, 0.5\)"):
-        config_utils.validate(config, mode="export")
+        config_utils.check(config, mode="export")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_prep.common import DataError
-from data_prep.labels import (
+from data_prep.label_tables import (
     CITYSCAPES_TRAIN_ID_COLORS,
     CITYSCAPES_TRAIN_ID_NAMES,
     IGNORE_ID,

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from data_prep.build import build_dataset
 from data_prep.common import DataError, read_rgb
-from data_prep.labels import ColorLut
+from data_prep.label_tables import ColorLut
 from data_prep.vkitti import layout
 from tests.fixtures import write_text_lines, write_uint16_png
 from tests.fixtures.vkitti import (

@@ -74,7 +74,7 @@ def main(argv: Sequence[str]) -> None:
     config = flags.FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/default.py")
-    config_utils.validate(config, mode="export")  # the entry point validates, once
+    config_utils.check(config, mode="export")  # the entry point validates, once
     print(format_table(parameter_counts(config), config.variant))
 
 

@@ -81,19 +81,20 @@ def train_and_evaluate(
     `train_iterator_fn(config, start_step)` and `eval_dataset_fn(config)` default to
     `input_pipeline.create_train_iterator` / `create_eval_dataset`; tests pass in-memory ones.
     """
-    config_utils.validate(config, mode="train", num_devices=jax.device_count())
-    return train_validated(config, workdir, train_iterator_fn=train_iterator_fn,
+    config_utils.check(config, mode="train", num_devices=jax.device_count())
+    return train_checked(config, workdir, train_iterator_fn=train_iterator_fn,
                            eval_dataset_fn=eval_dataset_fn)
 
 
-def train_validated(
+def train_checked(
     config: Any,
     workdir: str,
     *,
     train_iterator_fn: Callable[[Any, int], Iterator[Mapping[str, np.ndarray]]] | None = None,
     eval_dataset_fn: Callable[[Any], Any] | None = None,
 ) -> state.TrainState:
-    """`train_and_evaluate` of a config its caller has validated (main.py, at its entry)."""
+    """`train_and_evaluate` of a config its caller has checked (`config_utils.check`, in
+    main.py at its entry)."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     # One trainer per workdir (and process index): a restarted job whose old process still

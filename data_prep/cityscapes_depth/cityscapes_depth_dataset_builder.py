@@ -18,7 +18,7 @@ from data_prep.common import (
     read_uint16,
     require_valid_depth,
 )
-from data_prep.labels import cityscapes_label_ids_to_train_ids
+from data_prep.label_tables import cityscapes_label_ids_to_train_ids
 
 _DESCRIPTION = """\
 Cityscapes (gtFine train 2975 / val 500) with metric depth from the shipped disparity maps

@@ -21,7 +21,7 @@ from data_prep.common import (
     stored_image,
 )
 from data_prep.depth_folder import layout
-from data_prep.labels import IGNORE_ID, NUM_CLASSES
+from data_prep.label_tables import IGNORE_ID, NUM_CLASSES
 
 _DESCRIPTION = """\
 Images of your own camera from plain folders. `labelled`: each image with metric depth

@@ -18,7 +18,7 @@ from data_prep.common import (
     require_valid_depth,
     stored_image,
 )
-from data_prep.labels import ColorLut
+from data_prep.label_tables import ColorLut
 from data_prep.vkitti import layout
 
 _DESCRIPTION = """\

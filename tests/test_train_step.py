@@ -104,9 +104,13 @@ def test_short_run_lowers_the_loss(full_setup):
     assert totals[-1] < 0.8 * totals[0], totals
 
 
-@pytest.mark.parametrize("variant", ["seg", "full"])
+@pytest.mark.parametrize("variant", ["full"])
 def test_four_devices_match_one_device(variant):
     """One step on a 4-device mesh computes what the 1-device step computes.
+
+    `full` holds every part of the step that another variant has (semantic decoder, shared
+    block gradients, target half, classifier, GRL), so it alone is compared here;
+    `python -m damono_jax.tools.data_parallel_check --variant=...` compares any other.
 
     Compared in float64 (`damono_jax.tools.data_parallel_check`: x64, the state, the batch,
     the model's outputs and the losses in float64), where reduction order changes results

@@ -1,9 +1,10 @@
-r"""Command line of `damono_jax.prediction`: metric depth for your own images with an export.
+r"""Command line of `damono_jax.prediction`: metric depth for your own images and videos.
 
 ```
-python -m damono_jax.predict --export=WORKDIR/export --input=IMAGE|FOLDER|GLOB \
-    --output=OUT [--save=npy,png16,color,ply] [--batch_size=4] [--color_range=near,far] \
-    [--intrinsics=fx,fy,cx,cy] [--focal=fx] [--on_error=stop|skip]
+python -m damono_jax.predict --export=WORKDIR/export --input=IMAGE|VIDEO|FOLDER|GLOB \
+    --output=OUT [--save=npy,png16,color,ply,video] [--batch_size=4] \
+    [--color_range=near,far] [--intrinsics=fx,fy,cx,cy] [--focal=fx] \
+    [--every=N] [--max_frames=N] [--on_error=stop|skip]
 ```
 
 For each image `NAME.ext` it writes, at the image's own resolution (the network output is
@@ -19,8 +20,14 @@ resized back as a disparity, bilinearly, then inverted, as in the evaluation):
   from `--intrinsics` of the original image, or KITTI-like defaults scaled to its size
   (fx = 0.58 W, fy = 1.92 H, cx = W / 2, cy = H / 2, Monodepth2's normalised K).
 
+A video `NAME.mp4` (also .mov, .mkv, .avi; decoded by PyAV, which ships FFmpeg) gives the
+same files for every `--every`-th frame (at most `--max_frames`), as `NAME/<frame index, 6
+digits>.npy` etc., and with `--save=video` `NAME_depth.mp4`: each frame beside its colour
+map (H.264, at the video's frame rate / `--every`, one colour range for the whole run).
+
 `prediction.json` in the output folder records the export, the colour range, the focal
-scaling and the intrinsics used. The model is trained with metric source depth, so outputs are
+scaling and the intrinsics used, and per video its fps, frame count, frames kept and output
+fps. The model is trained with metric source depth, so outputs are
 metres for a camera like the training one; `--focal` (fx in pixels of the original image)
 rescales depth by `(fx / W) / train_focal_x_normalized` for another camera.
 """
@@ -71,6 +78,8 @@ def main(argv: Sequence[str]) -> None:
         focal=values.focal,
         on_error=values.on_error,
         cmap=values.cmap,
+        every=values.every,
+        max_frames=values.max_frames,
     )
     print(
         f"wrote {len(summary['written'])} predictions to {values.output} "
@@ -83,7 +92,7 @@ def define_flags() -> None:
     if "export" in flags.FLAGS:
         return
     flags.DEFINE_string("export", None, "Export directory (damono_jax.export).", required=True)
-    flags.DEFINE_string("input", None, "Image file, folder or glob.", required=True)
+    flags.DEFINE_string("input", None, "Image or video file, folder or glob.", required=True)
     flags.DEFINE_string("output", None, "Output folder.", required=True)
     flags.DEFINE_string("save", ",".join(writers.DEFAULT_SAVE),
                         f"Comma list of {writers.SAVE_FORMATS}.")
@@ -93,8 +102,11 @@ def define_flags() -> None:
     flags.DEFINE_string("intrinsics", None, "fx,fy,cx,cy of the original images (PLY).")
     flags.DEFINE_float("focal", None, "fx of your camera (pixels, original image) to rescale "
                        "depth from the training camera.")
-    flags.DEFINE_enum("on_error", "stop", ["stop", "skip"], "Unreadable image: stop or skip.")
-    flags.DEFINE_string("cmap", "magma", "Matplotlib colormap of the colour PNGs.")
+    flags.DEFINE_enum("on_error", "stop", ["stop", "skip"],
+                      "Unreadable image or video: stop or skip.")
+    flags.DEFINE_string("cmap", "magma", "Matplotlib colormap of the colour PNGs and video.")
+    flags.DEFINE_integer("every", 1, "Videos: keep every Nth frame (0, N, 2N, ...).")
+    flags.DEFINE_integer("max_frames", None, "Videos: keep at most this many frames of each.")
 
 
 if __name__ == "__main__":

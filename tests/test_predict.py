@@ -80,7 +80,8 @@ def test_predict_folder_writes_consistent_files(export_dir, image_folder, tmp_pa
     compiled_before = jitted._cache_size()
     output = tmp_path / "out"
     summary = prediction.predict_images(
-        export_dir, str(image_folder), output, save=writers.SAVE_FORMATS, batch_size=3,
+        export_dir, str(image_folder), output,
+        save=[item for item in writers.SAVE_FORMATS if item != "video"], batch_size=3,
         intrinsics=(50.0, 60.0, 40.0, 30.0), progress=False,
     )
     assert jitted._cache_size() == compiled_before + 1  # one compilation for 2 batches

@@ -1,4 +1,5 @@
-"""What prediction reads: the input list of `--input` and the images themselves."""
+"""What prediction reads: the input list of `--input` and the images themselves (video
+frames: `video`)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,23 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from damono_jax.errors import PredictError
+from damono_jax.prediction.video import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
 def list_inputs(pattern: str) -> list[Path]:
-    """Expands an image path, a folder (its images, sorted, not recursive) or a glob."""
+    """Expands an image or video path, a folder (its images and videos, sorted, not
+    recursive) or a glob."""
     path = Path(pattern)
     if path.is_file():
         return [path]
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not images:
-            raise PredictError(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
-        return images
+        known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in known)
+        if not found:
+            raise PredictError(f"{path}: folder has no images or videos ({', '.join(known)})")
+        return found
     matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
     if not matches:
         raise PredictError(f"--input={pattern}: no such file or folder, and the glob matches "

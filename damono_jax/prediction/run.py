@@ -1,30 +1,85 @@
 """The batched prediction loop: `predict_images(export_dir, sources, output_dir)`.
 
-Images are read (`inputs`), resized to the export's input size, batched with padding (one
-compilation), and the network's disparity is resized back to each image's own resolution,
-bilinearly, then inverted, as in the evaluation. The files written per image are `writers`';
-the command line and what each file holds are described in `damono_jax.predict`.
+Images and video frames are read (`inputs`, `video`) by a background thread ahead of the
+network, resized to the export's input size, batched with padding (one compilation), and the
+network's disparity is resized back to each image's own resolution, bilinearly, then
+inverted, as in the evaluation. The files written per image or frame are `writers'`, the
+side-by-side depth video `video.DepthVideoWriter`'s; the command line and what each file
+holds are described in `damono_jax.predict`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from damono_jax import cli, evaluation, files
+from damono_jax import cli, evaluation, files, visualization
 from damono_jax.errors import PredictError
 from damono_jax.inference import batching
 from damono_jax.inference import model as inference_model
-from damono_jax.prediction import inputs, writers
+from damono_jax.prediction import inputs, video, writers
 
 AUTO_RANGE_PERCENTILES = (5.0, 95.0)
+# Frames decoded ahead of the network, in batches.
+READ_AHEAD_BATCHES = 2
+FRAME_NAME = "{index:06d}"  # a video frame's file stem inside `<video stem>/`
+
+
+@dataclasses.dataclass(frozen=True)
+class _Frame:
+    """One image, or one frame of a video (`index` set), ready for the network."""
+
+    source: Path
+    image: np.ndarray
+    index: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Skipped:
+    """A source that was skipped (`--on_error=skip`); a video may have yielded frames first."""
+
+    source: Path
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _VideoDone:
+    """Every kept frame of a video has been yielded."""
+
+    source: Path
+
+
+def _stream(paths: Sequence[Path], every: int, max_frames: int | None, on_error: str,
+            videos: dict[str, dict[str, Any]]) -> Iterator[_Frame | _Skipped | _VideoDone]:
+    """The sources' images and frames in order; with `on_error="skip"` a source that fails
+    becomes a `_Skipped`, else its `PredictError` propagates. Fills `videos` (path -> what
+    the container says) as each video is opened."""
+    for path in paths:
+        try:
+            if not video.is_video(path):
+                yield _Frame(path, inputs.read_image(path))
+                continue
+            info = video.probe(path)
+            videos[str(path)] = {"fps": info.fps, "frame_count": info.frame_count,
+                                 "codec": info.codec, "size": [info.height, info.width]}
+            for index, frame in video.read_frames(path, every=every, max_frames=max_frames):
+                yield _Frame(path, frame, index)
+            yield _VideoDone(path)
+        except PredictError as error:
+            if on_error == "stop":
+                raise
+            logging.warning("skipping %s", error)
+            yield _Skipped(path, str(error))
+
+
 
 
 def _check_save(save: Sequence[str]) -> tuple[str, ...]:
@@ -35,6 +90,37 @@ def _check_save(save: Sequence[str]) -> tuple[str, ...]:
             f"--save: expected a non-empty subset of {writers.SAVE_FORMATS}, got {save}"
         )
     return save
+
+
+def _output_names(paths: Sequence[Path]) -> None:
+    """Every source writes under its stem: two sources with one stem are an error."""
+    stems: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems:
+            raise PredictError(
+                f"{path}: same output name '{path.stem}' as {stems[path.stem]}; "
+                "predict them into different --output folders"
+            )
+        stems[path.stem] = path
+
+
+def _expected_frames(paths: Sequence[Path], every: int, max_frames: int | None) -> int | None:
+    """The progress bar's total: every image, and each video's kept frames as its container
+    records them (None when a video records no count or does not open: its error comes
+    from the stream, in order)."""
+    total = 0
+    for path in paths:
+        if not video.is_video(path):
+            total += 1
+            continue
+        try:
+            info = video.probe(path)
+        except PredictError:
+            return None
+        if not info.frame_count:
+            return None
+        total += info.kept_frames(every, max_frames)
+    return total
 
 
 def predict_images(
@@ -49,34 +135,45 @@ def predict_images(
     focal: float | None = None,
     on_error: str = "stop",
     cmap: str = "magma",
+    every: int = 1,
+    max_frames: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Predicts metric depth for images and writes the requested files.
+    """Predicts metric depth for images and videos and writes the requested files.
 
     Args:
       export_dir: an export written by `damono_jax.export.save_export`.
-      sources: an image path, folder or glob, or a list of image paths.
-      output_dir: created if needed; files are named after the input file stems.
-      save: subset of `writers.SAVE_FORMATS`.
+      sources: an image or video path, folder or glob (`inputs.list_inputs`), or a list of
+        paths.
+      output_dir: created if needed; an image's files are named after its stem, a video
+        frame's `<video stem>/<frame index, 6 digits>*`, its depth video `<stem>_depth.mp4`.
+      save: subset of `writers.SAVE_FORMATS`; "video" needs a video among the sources.
       batch_size: images per network call (the last batch is padded: one compilation).
       color_range: `(near, far)` metres for the colour map; None = 5th/95th depth
         percentiles of the first batch. Either way one range is used for every image.
       intrinsics: `(fx, fy, cx, cy)` of the original images for the PLY; None = KITTI-like.
       focal: fx (pixels, original image) of the user's camera; rescales depth by
         `(focal / W) / metadata["train_focal_x_normalized"]`. None = no rescaling.
-      on_error: "stop" raises on an unreadable image; "skip" logs it and goes on.
-      cmap: matplotlib colormap of the colour PNGs.
-      progress: show a progress bar.
+      on_error: "stop" raises on an unreadable image or video; "skip" logs it and goes on.
+      cmap: matplotlib colormap of the colour PNGs and the depth video.
+      every: keep every `every`-th frame of a video (frames 0, every, 2 every, ...).
+      max_frames: keep at most this many frames of each video (None = all).
+      progress: show a progress bar (frames, and frames per second).
 
     Returns:
       A summary: `written` (input -> list of files), `skipped` (input -> reason),
-      `color_range`, `focal_scale`, and the rest of what `prediction.json` records.
+      `videos` (input -> fps, frame counts, output fps, the depth video), `color_range`,
+      `focal_scale`, and the rest of what `prediction.json` records.
     """
     save = _check_save(save)
     if on_error not in ("stop", "skip"):
         raise PredictError(f"--on_error: expected 'stop' or 'skip', got {on_error!r}")
     if batch_size < 1:
         raise PredictError(f"--batch_size: must be >= 1, got {batch_size}")
+    if every < 1:
+        raise PredictError(f"--every: must be >= 1, got {every}")
+    if max_frames is not None and max_frames < 1:
+        raise PredictError(f"--max_frames: must be >= 1, got {max_frames}")
     if color_range is not None and not 0 < color_range[0] < color_range[1]:
         raise PredictError(f"--color_range: need 0 < near < far metres, got {color_range}")
     if intrinsics is not None and (intrinsics[0] <= 0 or intrinsics[1] <= 0):
@@ -86,14 +183,10 @@ def predict_images(
     paths = inputs.list_inputs(sources) if isinstance(sources, str) else [Path(p) for p in sources]
     if not paths:
         raise PredictError("no input images")
-    stems: dict[str, Path] = {}
-    for path in paths:
-        if path.stem in stems:
-            raise PredictError(
-                f"{path}: same output name '{path.stem}' as {stems[path.stem]}; "
-                "predict them into different --output folders"
-            )
-        stems[path.stem] = path
+    _output_names(paths)
+    if "video" in save and not any(video.is_video(path) for path in paths):
+        raise PredictError(f"--save=video: none of the inputs is a video "
+                           f"({', '.join(video.VIDEO_EXTENSIONS)})")
     cli.require_folder_or_absent(output_dir, "--output")
     model = inference_model.load_export(export_dir)
     train_focal = model.metadata.get("train_focal_x_normalized")
@@ -109,50 +202,103 @@ def predict_images(
     written: dict[str, list[str]] = {}
     skipped: dict[str, str] = {}
     focal_scales: dict[str, float] = {}
-    # The bar closes before an error propagates, so that the error line is the last line.
-    with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
-        for start in range(0, len(paths), batch_size):
-            batch_paths, originals = [], []
-            for path in paths[start : start + batch_size]:
-                try:
-                    originals.append(inputs.read_image(path))
-                    batch_paths.append(path)
-                except PredictError as error:
-                    if on_error == "stop":
-                        raise
-                    logging.warning("skipping %s", error)
-                    skipped[str(path)] = str(error)
-                    bar.update(1)
-            if not batch_paths:
-                continue
-            network_inputs = batching.stack_padded(
-                [model.prepare_image(image) for image in originals], batch_size
+    videos: dict[str, dict[str, Any]] = {}
+    video_writers: dict[str, video.DepthVideoWriter] = {}
+    pending: list[_Frame] = []
+
+    def predict_batch() -> None:
+        nonlocal color_range
+        if not pending:
+            return
+        network_inputs = batching.stack_padded(
+            [model.prepare_image(frame.image) for frame in pending], batch_size
+        )
+        scaled_disparity = model.predict_scaled_disparity(network_inputs)
+        finite = np.isfinite(scaled_disparity[: len(pending)]).all(axis=(1, 2))
+        if not finite.all():
+            raise PredictError(
+                f"{export_dir}: the network's output for {pending[int(np.argmin(finite))].source} "
+                "is NaN or Inf; the export's variables are corrupt or diverged"
             )
-            scaled_disparity = model.predict_scaled_disparity(network_inputs)
-            finite = np.isfinite(scaled_disparity[: len(batch_paths)]).all(axis=(1, 2))
-            if not finite.all():
-                raise PredictError(
-                    f"{export_dir}: the network's output for {batch_paths[int(np.argmin(finite))]} "
-                    "is NaN or Inf; the export's variables are corrupt or diverged"
-                )
-            depths = []
-            for index, image in enumerate(originals):
-                height, width = image.shape[:2]
-                disparity = evaluation.resize_bilinear(scaled_disparity[index], height, width)
-                depth = (1.0 / disparity).astype(np.float32)
-                scale = 1.0 if focal is None else (focal / width) / train_focal
-                focal_scales[str(batch_paths[index])] = scale
-                depths.append(depth * np.float32(scale))
-            if color_range is None:
-                pixels = np.concatenate([depth.ravel() for depth in depths])
-                near, far = np.percentile(pixels, AUTO_RANGE_PERCENTILES)
-                color_range = (float(near), float(max(far, near * (1 + 1e-6))))
-            output_dir.mkdir(parents=True, exist_ok=True)
-            for path, image, depth in zip(batch_paths, originals, depths, strict=True):
-                written[str(path)] = writers.write_outputs(
-                    output_dir, path.stem, image, depth, save, color_range, intrinsics, cmap
-                )
-                bar.update(1)
+        depths = []
+        for index, frame in enumerate(pending):
+            height, width = frame.image.shape[:2]
+            disparity = evaluation.resize_bilinear(scaled_disparity[index], height, width)
+            depth = (1.0 / disparity).astype(np.float32)
+            scale = 1.0 if focal is None else (focal / width) / train_focal
+            focal_scales[str(frame.source)] = scale
+            depths.append(depth * np.float32(scale))
+        if color_range is None:
+            pixels = np.concatenate([depth.ravel() for depth in depths])
+            near, far = np.percentile(pixels, AUTO_RANGE_PERCENTILES)
+            color_range = (float(near), float(max(far, near * (1 + 1e-6))))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for frame, depth in zip(pending, depths, strict=True):
+            _write_frame(frame, depth)
+            bar.update(1)
+        pending.clear()
+
+    def _write_frame(frame: _Frame, depth: np.ndarray) -> None:
+        key = str(frame.source)
+        if frame.index is None:
+            directory, stem = output_dir, frame.source.stem
+        else:
+            directory = output_dir / frame.source.stem
+            stem = FRAME_NAME.format(index=frame.index)
+            directory.mkdir(exist_ok=True)
+            videos[key]["frames_kept"] = videos[key].get("frames_kept", 0) + 1
+        per_frame = [item for item in save if item != "video"]
+        written.setdefault(key, []).extend(writers.write_outputs(
+            directory, stem, frame.image, depth, per_frame, color_range, intrinsics, cmap))
+        if frame.index is not None and "video" in save:
+            if key not in video_writers:
+                video_writers[key] = video.DepthVideoWriter(
+                    output_dir / f"{frame.source.stem}_depth.mp4", videos[key]["fps"] / every)
+            near, far = color_range
+            colour = visualization.colorize(1.0 / depth, vmin=1.0 / far, vmax=1.0 / near,
+                                            cmap=cmap)
+            video_writers[key].write(frame.image, colour)
+
+    def finish_video(source: Path, complete: bool) -> None:
+        key = str(source)
+        record = videos.get(key)
+        if record is not None:
+            record.update(every=every, max_frames=max_frames, output_fps=record["fps"] / every)
+            record.setdefault("frames_kept", 0)
+        writer = video_writers.pop(key, None)
+        if writer is None:
+            return
+        if complete:
+            writer.close()
+            record["video"] = str(writer.path)
+            written[key].append(str(writer.path))
+        else:
+            writer.abort()
+
+    stream = video.read_ahead(_stream(paths, every, max_frames, on_error, videos),
+                              depth=READ_AHEAD_BATCHES * batch_size)
+    # The bar closes before an error propagates, so that the error line is the last line.
+    with tqdm(total=_expected_frames(paths, every, max_frames), desc="predict",
+              unit="frame", disable=not progress) as bar:
+        try:
+            for item in stream:
+                if isinstance(item, _Frame):
+                    pending.append(item)
+                    if len(pending) == batch_size:
+                        predict_batch()
+                    continue
+                predict_batch()  # a video's last frames, or the frames before a failure
+                if isinstance(item, _VideoDone):
+                    finish_video(item.source, complete=True)
+                else:
+                    skipped[str(item.source)] = item.reason
+                    finish_video(item.source, complete=False)
+                    bar.update(1)
+            predict_batch()
+        finally:
+            stream.close()
+            for key in list(video_writers):
+                video_writers.pop(key).abort()
 
     summary = {
         "export": str(Path(export_dir).absolute()),
@@ -165,6 +311,7 @@ def predict_images(
         "train_focal_x_normalized": train_focal,
         "focal_scale": focal_scales,
         "intrinsics": list(intrinsics) if intrinsics is not None else "kitti-like default",
+        "videos": videos,
         "written": written,
         "skipped": skipped,
     }

@@ -10,7 +10,8 @@ from PIL import Image
 
 from damono_jax import files, visualization
 
-SAVE_FORMATS = ("npy", "png16", "color", "ply")
+# "video": `<video stem>_depth.mp4` of each video input (`video.DepthVideoWriter`).
+SAVE_FORMATS = ("npy", "png16", "color", "ply", "video")
 DEFAULT_SAVE = ("npy", "png16", "color")
 PNG16_MAX_DEPTH = 65535.0 / 256.0
 # Monodepth2's KITTI normalised intrinsics (fx / W, fy / H, cx / W, cy / H).

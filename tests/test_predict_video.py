@@ -1,0 +1,225 @@
+"""damono_jax.prediction on videos: frames in, per-frame depth and a depth video out, and
+every bad video ending in one error line that names it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from damono_jax import errors, export
+from damono_jax.prediction import run as prediction
+from damono_jax.prediction import video
+from data_prep.synthetic_driving import render
+from tests import helpers
+
+INPUT_SIZE = (64, 96)
+FRAMES = 12
+FPS = 10
+HEIGHT, WIDTH = 96, 320
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("predict_video") / "export"
+    metadata = {
+        "model": {"upsample_mode": "bilinear"}, "input_size": list(INPUT_SIZE),
+        "min_depth": 0.1, "max_depth": 100.0, "units": "metres", "class_names": ["road"],
+        "step": 1, "train_focal_x_normalized": 0.58,
+    }
+    export.save_export(directory, helpers.random_depth_net_variables(INPUT_SIZE), metadata)
+    return directory
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS, codec: str = "libx264",
+                container: str | None = None) -> None:
+    """Encodes uint8 RGB frames with PyAV (the test's own video, as a user's camera would)."""
+    with av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p" if codec == "libx264" else "yuvj420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory) -> Path:
+    """12 consecutive frames of the synthetic world (target domain) at 96x320 as an mp4."""
+    frames = [render.render_example("target", 0, "test", index, HEIGHT, WIDTH)["image"]
+              for index in range(FRAMES)]
+    path = tmp_path_factory.mktemp("videos") / "drive.mp4"
+    write_video(path, frames)
+    return path
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def test_every_frame_is_predicted_as_that_frame_alone_would_be(export_dir, drive, tmp_path):
+    summary = prediction.predict_images(
+        export_dir, str(drive), tmp_path / "out", save=("npy", "color", "video"),
+        batch_size=5, progress=False,
+    )
+    frames_dir = tmp_path / "out" / "drive"
+    assert sorted(p.name for p in frames_dir.glob("*.npy")) == [
+        f"{index:06d}.npy" for index in range(FRAMES)]
+    record = summary["videos"][str(drive)]
+    assert record["fps"] == FPS and record["frame_count"] == FRAMES
+    assert record["frames_kept"] == FRAMES and record["output_fps"] == FPS
+    # Frame k, decoded by the same library and saved losslessly, predicted as an image.
+    decoded = decoded_frames(drive)
+    still = tmp_path / "still"
+    still.mkdir()
+    for index in (0, 7, 11):
+        Image.fromarray(decoded[index]).save(still / f"frame{index}.png")
+    alone = prediction.predict_images(
+        export_dir, str(still), tmp_path / "alone", save=("npy",),
+        color_range=tuple(summary["color_range"]), progress=False)
+    assert len(alone["written"]) == 3
+    for index in (0, 7, 11):
+        np.testing.assert_allclose(np.load(frames_dir / f"{index:06d}.npy"),
+                                   np.load(tmp_path / "alone" / f"frame{index}.npy"), rtol=1e-6)
+    # The side-by-side video: every frame, at the source's rate, input beside colour map.
+    depth_video = tmp_path / "out" / "drive_depth.mp4"
+    assert record["video"] == str(depth_video)
+    info = video.probe(depth_video)
+    assert (info.height, info.width, info.fps, info.codec) == (HEIGHT, 2 * WIDTH, FPS, "h264")
+    written = decoded_frames(depth_video)
+    assert len(written) == FRAMES
+    # Its left half is the input frame, its right half the frame's colour map: H.264 at CRF
+    # 18 with 2x2-subsampled chroma keeps them a few levels apart (another frame's depth,
+    # or another colour range, is tens of levels away).
+    assert np.abs(written[3][:, :WIDTH].astype(int) - decoded[3].astype(int)).mean() < 3
+    colour = np.asarray(Image.open(frames_dir / "000003_color.png"))
+    assert np.abs(written[3][:, WIDTH:].astype(int) - colour.astype(int)).mean() < 6
+    other = np.asarray(Image.open(frames_dir / "000009_color.png"))
+    assert np.abs(written[3][:, WIDTH:].astype(int) - other.astype(int)).mean() > 10
+    assert not list((tmp_path / "out").glob(".*partial*"))
+    recorded = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert recorded["videos"][str(drive)]["frames_kept"] == FRAMES
+
+
+def test_every_nth_frame_and_max_frames(export_dir, drive, tmp_path):
+    summary = prediction.predict_images(
+        export_dir, [drive], tmp_path / "every", save=("npy", "video"), every=5,
+        progress=False)
+    assert sorted(p.name for p in (tmp_path / "every" / "drive").iterdir()) == [
+        "000000.npy", "000005.npy", "000010.npy"]  # ceil(12 / 5) frames
+    record = summary["videos"][str(drive)]
+    assert record["frames_kept"] == 3 and record["output_fps"] == FPS / 5
+    info = video.probe(tmp_path / "every" / "drive_depth.mp4")
+    assert info.fps == pytest.approx(FPS / 5) and len(decoded_frames(info.path)) == 3
+    capped = prediction.predict_images(
+        export_dir, [drive], tmp_path / "capped", save=("npy",), every=2, max_frames=4,
+        progress=False)
+    assert capped["videos"][str(drive)]["frames_kept"] == 4
+    assert sorted(p.name for p in (tmp_path / "capped" / "drive").iterdir()) == [
+        "000000.npy", "000002.npy", "000004.npy", "000006.npy"]
+
+
+def test_a_folder_mixing_images_and_videos(export_dir, drive, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(drive.read_bytes())
+    Image.fromarray(decoded_frames(drive)[0]).save(folder / "still.png")
+    summary = prediction.predict_images(export_dir, str(folder), tmp_path / "out",
+                                        save=("npy",), max_frames=2, progress=False)
+    assert sorted(summary["written"]) == [str(folder / "clip.mp4"), str(folder / "still.png")]
+    assert (tmp_path / "out" / "still.npy").is_file()
+    assert sorted(p.name for p in (tmp_path / "out" / "clip").iterdir()) == [
+        "000000.npy", "000001.npy"]
+
+
+def _bad_videos(drive: Path, directory: Path) -> dict[str, tuple[Path, str]]:
+    """Each bad input and the words its error must hold."""
+    truncated = directory / "truncated.mp4"
+    truncated.write_bytes(drive.read_bytes()[: drive.stat().st_size // 2])
+    not_video = directory / "notes.mp4"
+    not_video.write_text("these are my notes, not a video\n")
+    # Headers and not one frame: the AVI keeps its (MJPEG) video stream, the mp4 keeps none.
+    empty, headers_only = directory / "empty.avi", directory / "headers_only.mp4"
+    for path, codec, pixels in ((empty, "mjpeg", "yuvj420p"),
+                                (headers_only, "libx264", "yuv420p")):
+        with av.open(str(path), "w") as output:
+            stream = output.add_stream(codec, rate=FPS)
+            stream.height, stream.width, stream.pix_fmt = 32, 32, pixels
+            output.start_encoding()
+    # An AVI whose stream says it is in a codec that FFmpeg has no decoder for: an MJPEG
+    # AVI with its fourcc overwritten.
+    unknown = directory / "unknown.avi"
+    write_video(unknown, decoded_frames(drive)[:2], codec="mjpeg", container="avi")
+    unknown.write_bytes(unknown.read_bytes().replace(b"MJPG", b"QQQQ"))
+    return {
+        "truncated": (truncated, f"{truncated}: cannot read video"),
+        "not a video": (not_video, f"{not_video}: cannot read video"),
+        "no frames": (empty, f"{empty}: the video has no frames"),
+        "no video stream": (headers_only, f"{headers_only}: has no video stream"),
+        "unknown codec": (unknown, f"{unknown}: unsupported video codec"),
+    }
+
+
+def test_bad_videos_fail_naming_the_file_and_leave_nothing(export_dir, drive, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name, (path, message) in _bad_videos(drive, bad).items():
+        output = tmp_path / name.replace(" ", "_")
+        with pytest.raises(errors.PredictError, match=message.replace(".", r"\.")):
+            prediction.predict_images(export_dir, [path], output, save=("npy", "video"),
+                                      progress=False)
+        assert not output.exists(), name
+    with pytest.raises(errors.PredictError, match="--every: must be >= 1, got 0"):
+        prediction.predict_images(export_dir, [drive], tmp_path / "zero", every=0)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bad / "still.png")
+    with pytest.raises(errors.PredictError, match="--save=video: none of the inputs is a video"):
+        prediction.predict_images(export_dir, [bad / "still.png"], tmp_path / "v",
+                                  save=("video",))
+    assert not (tmp_path / "zero").exists()
+    # --on_error=skip: the bad ones are recorded, the good one is written.
+    skipped = prediction.predict_images(
+        export_dir, [drive, *(path for path, _ in _bad_videos(drive, bad).values())],
+        tmp_path / "skip", save=("npy", "video"), max_frames=2, on_error="skip",
+        progress=False)
+    assert sorted(Path(p).name for p in skipped["skipped"]) == [
+        "empty.avi", "headers_only.mp4", "notes.mp4", "truncated.mp4", "unknown.avi"]
+    assert sorted(p.name for p in (tmp_path / "skip").iterdir()) == [
+        "drive", "drive_depth.mp4", "prediction.json"]
+
+
+def test_command_line_on_a_video(export_dir, drive, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
+    base = [sys.executable, "-m", "damono_jax.predict", f"--export={export_dir}"]
+    ok = subprocess.run(
+        [*base, f"--input={drive}", f"--output={tmp_path / 'out'}", "--save=npy,video",
+         "--every=4"], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out" / "drive").iterdir()) == [
+        "000000.npy", "000004.npy", "000008.npy"]
+    assert (tmp_path / "out" / "drive_depth.mp4").is_file()
+    zero = subprocess.run(
+        [*base, f"--input={drive}", f"--output={tmp_path / 'zero'}", "--every=0"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
+    assert zero.returncode == 2  # a bad flag is a usage error (cli: exit 2)
+    assert zero.stderr.strip().splitlines()[-1] == "error: --every: must be >= 1, got 0"
+    assert not (tmp_path / "zero").exists()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(drive.read_bytes()[:2000])
+    truncated = subprocess.run(
+        [*base, f"--input={cut}", f"--output={tmp_path / 'cut'}"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
+    assert truncated.returncode == 1, truncated.stderr[-2000:]
+    assert truncated.stderr.strip().splitlines()[-1].startswith(f"error: {cut}: cannot read "
+                                                                "video")
+    assert "Traceback" not in truncated.stderr and not (tmp_path / "cut").exists()

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from damono_jax import errors, export
+from damono_jax import errors, export, video
 from damono_jax.prediction import run as prediction
-from damono_jax.prediction import video
 from data_prep.synthetic_driving import render
 from tests import helpers
 
@@ -176,7 +175,7 @@ def test_bad_videos_fail_naming_the_file_and_leave_nothing(export_dir, drive, tm
     bad.mkdir()
     for name, (path, message) in _bad_videos(drive, bad).items():
         output = tmp_path / name.replace(" ", "_")
-        with pytest.raises(errors.PredictError, match=message.replace(".", r"\.")):
+        with pytest.raises(errors.DataError, match=message.replace(".", r"\.")):
             prediction.predict_images(export_dir, [path], output, save=("npy", "video"),
                                       progress=False)
         assert not output.exists(), name

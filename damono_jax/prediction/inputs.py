@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from damono_jax.errors import PredictError
-from damono_jax.prediction.video import VIDEO_EXTENSIONS
+from damono_jax.video import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from damono_jax import cli, evaluation, files, visualization
-from damono_jax.errors import PredictError
+from damono_jax import cli, evaluation, files, video, visualization
+from damono_jax.errors import DataError, PredictError
 from damono_jax.inference import batching
 from damono_jax.inference import model as inference_model
-from damono_jax.prediction import inputs, video, writers
+from damono_jax.prediction import inputs, writers
 
 AUTO_RANGE_PERCENTILES = (5.0, 95.0)
 # Frames decoded ahead of the network, in batches.
@@ -60,7 +60,7 @@ class _VideoDone:
 def _stream(paths: Sequence[Path], every: int, max_frames: int | None, on_error: str,
             videos: dict[str, dict[str, Any]]) -> Iterator[_Frame | _Skipped | _VideoDone]:
     """The sources' images and frames in order; with `on_error="skip"` a source that fails
-    becomes a `_Skipped`, else its `PredictError` propagates. Fills `videos` (path -> what
+    becomes a `_Skipped`, else its error (`PredictError`, `DataError`) propagates. Fills `videos` (path -> what
     the container says) as each video is opened."""
     for path in paths:
         try:
@@ -73,7 +73,7 @@ def _stream(paths: Sequence[Path], every: int, max_frames: int | None, on_error:
             for index, frame in video.read_frames(path, every=every, max_frames=max_frames):
                 yield _Frame(path, frame, index)
             yield _VideoDone(path)
-        except PredictError as error:
+        except (PredictError, DataError) as error:
             if on_error == "stop":
                 raise
             logging.warning("skipping %s", error)
@@ -115,7 +115,7 @@ def _expected_frames(paths: Sequence[Path], every: int, max_frames: int | None) 
             continue
         try:
             info = video.probe(path)
-        except PredictError:
+        except DataError:
             return None
         if not info.frame_count:
             return None

@@ -1,8 +1,9 @@
 """Video in and out: frames decoded from a video file, and a side-by-side depth video written.
 
 Decoding and encoding use PyAV, which ships its own FFmpeg (with H.264), so no system codec
-or external tool is needed. Frames are uint8 RGB (H, W, 3). Every error is a `PredictError`
-whose message names the file (and the frame, where one is at fault).
+or external tool is needed. Frames are uint8 RGB (H, W, 3). A file that is not a readable
+video is a `DataError` naming it (and the frame, where one is at fault). Used by prediction
+(`prediction.run`) and by the own-footage dataset builder (`data_prep.depth_folder`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from damono_jax.errors import PredictError
+from damono_jax.errors import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi")
 # H.264 in yuv420p needs even sides; the quality of the written video (x264's CRF: lower is
@@ -59,7 +60,7 @@ def _open(path: Path) -> Any:
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise PredictError(f"{path}: cannot read video: {_reason(error)}") from error
+        raise DataError(path, f"cannot read video: {_reason(error)}") from error
 
 
 def _reason(error: BaseException) -> str:
@@ -70,10 +71,10 @@ def _reason(error: BaseException) -> str:
 
 def _video_stream(container: Any, path: Path) -> Any:
     if not container.streams.video:
-        raise PredictError(f"{path}: has no video stream")
+        raise DataError(path, "has no video stream")
     stream = container.streams.video[0]
     if stream.codec_context is None or stream.codec_context.codec is None:
-        raise PredictError(f"{path}: unsupported video codec (FFmpeg has no decoder for it)")
+        raise DataError(path, "unsupported video codec (FFmpeg has no decoder for it)")
     return stream
 
 
@@ -84,7 +85,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         stream = _video_stream(container, path)
         rate = stream.average_rate or stream.base_rate or stream.guessed_rate
         if not rate or rate <= 0:
-            raise PredictError(f"{path}: the video records no frame rate")
+            raise DataError(path, "the video records no frame rate")
         return VideoInfo(
             path=str(path), codec=stream.codec_context.name, width=int(stream.width),
             height=int(stream.height), fps=float(rate), frame_count=int(stream.frames or 0),
@@ -99,9 +100,9 @@ def read_frames(path: str | os.PathLike, *, every: int = 1,
     import av
 
     if every < 1:
-        raise PredictError(f"--every: must be >= 1, got {every}")
+        raise ValueError(f"every: must be >= 1, got {every}")
     if max_frames is not None and max_frames < 1:
-        raise PredictError(f"--max_frames: must be >= 1, got {max_frames}")
+        raise ValueError(f"max_frames: must be >= 1, got {max_frames}")
     path = Path(path)
     kept = 0
     index = -1
@@ -118,12 +119,12 @@ def read_frames(path: str | os.PathLike, *, every: int = 1,
                 if max_frames is not None and kept >= max_frames:
                     return
         except av.error.FFmpegError as error:
-            raise PredictError(
-                f"{path}: frame {index + 1}: cannot decode ({_reason(error)}); the video is "
+            raise DataError(
+                path, f"frame {index + 1}: cannot decode ({_reason(error)}); the video is "
                 "truncated or corrupt"
             ) from error
     if index < 0:
-        raise PredictError(f"{path}: the video has no frames")
+        raise DataError(path, "the video has no frames")
 
 
 def read_ahead(frames: Iterator[Any], depth: int) -> Iterator[Any]:
@@ -195,8 +196,8 @@ class DepthVideoWriter:
             self._stream.height, self._stream.width = height, width
             self._size = (height, width)
         elif (height, width) != self._size:
-            raise PredictError(f"{self.path}: frame {self.frames} is {height}x{width}, the "
-                               f"video is {self._size[0]}x{self._size[1]}")
+            raise ValueError(f"{self.path}: frame {self.frames} is {height}x{width}, the "
+                             f"video is {self._size[0]}x{self._size[1]}")
         frame = av.VideoFrame.from_ndarray(
             np.ascontiguousarray(picture[:height, :width]), format="rgb24")
         for packet in self._stream.encode(frame):

@@ -41,7 +41,8 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[int, float
     axes.set_ylabel("target val AbsRel (cap 80 m, median scaling)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    # Beside the axes, not over the curves (a campaign has up to ten of them).
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     figure.tight_layout()
     _save(figure, path)
     return path
@@ -99,6 +100,6 @@ def median_scaled_depth(scaled_disparity: np.ndarray, gt: np.ndarray) -> np.ndar
 def _save(figure: plt.Figure, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        files.atomic_write(path, figure.savefig)
+        files.atomic_write(path, lambda target: figure.savefig(target, bbox_inches="tight"))
     finally:
         plt.close(figure)

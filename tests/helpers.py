@@ -244,3 +244,29 @@ def save_png(path: Path, array: np.ndarray) -> None:
     """Writes `array` as an image file at `path`, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, codec: str = "libx264",
+                container: str | None = None) -> None:
+    """Encodes uint8 RGB frames with PyAV (a test's own video, as a user's camera would)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p" if codec == "libx264" else "yuvj420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as uint8 RGB, decoded by PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+

@@ -159,3 +159,75 @@ def test_empty_or_split_less_manual_dir(tmp_path):
     with pytest.raises(DataError, match=r"src: no split folder: expected one or more of "
                                         r"train/, val/, test/ each holding image/"):
         build_dataset("depth_folder/unlabelled", tmp_path / "data", tmp_path / "src")
+
+
+def _gradient_frames(count: int, height: int = 48, width: int = 96) -> list[np.ndarray]:
+    """Smooth moving gradients: what H.264 encodes well, each frame different."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return [np.stack([(cols * 2 + 9 * k) % 256, (rows * 4 + 5 * k) % 256,
+                      np.full_like(rows, 20 * k % 256)], axis=-1).astype(np.uint8)
+            for k in range(count)]
+
+
+def test_unlabelled_videos_become_frames_with_their_step_and_camera(tmp_path):
+    from tests.helpers import decoded_frames, write_video
+
+    root = tmp_path / "footage"
+    write_video(root / "train" / "video" / "drive.mp4", _gradient_frames(12))
+    write_video(root / "train" / "video" / "day2" / "clip.mkv", _gradient_frames(3))
+    save_png(root / "train" / "image" / "still.png", _gradient_frames(1)[0])
+    (root / "train" / "intrinsics.json").write_text(json.dumps({
+        "fx": 50.0, "fy": 50.0, "cx": 48.0, "cy": 24.0,
+        "images": {"drive.mp4": {"fx": 70.0, "fy": 70.0, "cx": 47.0, "cy": 23.0}}}))
+    (root / "video.json").write_text(json.dumps({"every": 5}))
+    make_folder(root, labelled=False, splits={"test": 1})  # a split of images only
+    summary = build_dataset("depth_folder/unlabelled", tmp_path / "data", root)
+    assert {split: s.num_examples for split, s in summary.splits.items()} == {
+        "train": 3 + 1 + 1, "test": 1}
+    examples = _examples(tmp_path / "data", "depth_folder/unlabelled", "train")
+    assert sorted(examples) == ["train/day2/clip/000000", "train/drive/000000",
+                                "train/drive/000005", "train/drive/000010", "train/still"]
+    decoded = decoded_frames(root / "train" / "video" / "drive.mp4")
+    for index in (0, 5, 10):  # stored losslessly as decoded
+        np.testing.assert_array_equal(examples[f"train/drive/{index:06d}"]["image"],
+                                      decoded[index])
+    np.testing.assert_allclose(examples["train/drive/000005"]["intrinsics"], [70, 70, 47, 23])
+    np.testing.assert_allclose(examples["train/day2/clip/000000"]["intrinsics"],
+                               [50, 50, 48, 24])
+
+
+def test_bad_videos_and_video_settings_are_named(tmp_path):
+    from tests.helpers import write_video
+
+    def footage(name: str) -> Path:
+        root = tmp_path / name
+        write_video(root / "train" / "video" / "drive.mp4", _gradient_frames(4))
+        (root / "train" / "intrinsics.json").write_text(
+            json.dumps({"fx": 50.0, "fy": 50.0, "cx": 48.0, "cy": 24.0}))
+        return root
+
+    cut = footage("cut")
+    drive = cut / "train" / "video" / "drive.mp4"
+    drive.write_bytes(drive.read_bytes()[:1500])
+    step = footage("step")
+    (step / "train" / "video.json").write_text(json.dumps({"every": 0}))
+    typo = footage("typo")
+    (typo / "video.json").write_text(json.dumps({"evry": 2}))
+    clash = footage("clash")
+    save_png(clash / "train" / "image" / "drive" / "000000.png", _gradient_frames(1)[0])
+    cases = [
+        (cut, "depth_folder/unlabelled", f"{drive}: cannot read video"),
+        (step, "depth_folder/unlabelled",
+         f"{step / 'train' / 'video.json'}: key 'every' must be an integer >= 1, got 0"),
+        (typo, "depth_folder/unlabelled", f"{typo / 'video.json'}: unknown key\\(s\\) evry"),
+        (clash, "depth_folder/unlabelled", "its frame name train/drive/000000 is also the name "
+                                           "of a frame of"),
+        (footage("labelled"), "depth_folder/labelled",
+         "video: videos are for the unlabelled config"),
+    ]
+    for root, name, message in cases:
+        data = tmp_path / f"data_{root.name}"
+        data.mkdir()
+        with pytest.raises(DataError, match=message):
+            build_dataset(name, data, root)
+        assert os.listdir(data) == [], root.name

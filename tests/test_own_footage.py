@@ -57,8 +57,14 @@ def trained_run(tmp_path_factory) -> Path:
     torch.save(helpers.random_resnet18_state(), pth)
     make_folder(root / "my_source", labelled=True, splits={"train": 4, "val": 2},
                 fx=FX, widths=WIDTHS)
-    make_folder(root / "my_footage", labelled=False, splits={"train": 4, "test": 2},
-                fx=FX, widths=WIDTHS)
+    make_folder(root / "my_footage", labelled=False, splits={"test": 2}, fx=FX, widths=WIDTHS)
+    # The footage's train split is one dashcam video (every 2nd of its 8 frames kept).
+    rng = np.random.default_rng(1)
+    helpers.write_video(root / "my_footage" / "train" / "video" / "drive.mp4",
+                        [rng.integers(0, 256, (48, 96, 3), dtype=np.uint8) for _ in range(8)])
+    (root / "my_footage" / "train" / "video.json").write_text(json.dumps({"every": 2}))
+    (root / "my_footage" / "train" / "intrinsics.json").write_text(
+        json.dumps({"fx": FX, "fy": FX, "cx": 48.0, "cy": 24.0}))
     (root / "configs").symlink_to(REPO_ROOT / "configs")  # the commands name configs/custom.py
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
     commands = readme_commands()
@@ -97,6 +103,33 @@ def test_the_readme_commands_train_on_the_folders_and_record_the_source_camera(t
     assert metadata["train_focal_x_normalized"] == pytest.approx(
         np.median([FX / WIDTHS[i % 2] for i in range(4)]), rel=1e-6
     )
+    # The target's train split came from the video alone: frames 0, 2, 4, 6.
+    import tensorflow_datasets as tfds
+
+    target = tfds.builder("depth_folder/unlabelled", data_dir=str(trained_run / "data"))
+    assert target.info.splits["train"].num_examples == 4
+
+
+def test_the_readme_video_command_gives_a_depth_video_of_the_drive(trained_run):
+    """README, "Your own footage": the dashcam mp4 in, its side-by-side depth video out."""
+    text = (REPO_ROOT / "README.md").read_text()
+    match = re.search(r"<!-- own-footage-video: .*?-->\n```bash\n(.*?)```", text, re.DOTALL)
+    assert match, "README.md lost its own-footage-video block"
+    argv = shlex.split(match.group(1).strip())
+    assert argv[:3] == ["python", "-m", "damono_jax.predict"]
+    result = subprocess.run(
+        [sys.executable, *argv[1:]], cwd=trained_run, capture_output=True, text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    from damono_jax import video
+    from tests.helpers import decoded_frames
+
+    depth_video = trained_run / "out_video" / "drive_depth.mp4"
+    info = video.probe(depth_video)
+    assert (info.height, info.width, info.fps) == (48, 2 * 96, 10)
+    assert len(decoded_frames(depth_video)) == 8
+    record = json.loads((trained_run / "out_video" / "prediction.json").read_text())
+    assert record["videos"][str(Path("my_footage/train/video/drive.mp4"))]["frames_kept"] == 8
 
 
 def test_export_onnx_evaluate_and_predict_with_focal(trained_run, tmp_path):

@@ -38,33 +38,14 @@ def export_dir(tmp_path_factory):
     return directory
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS, codec: str = "libx264",
-                container: str | None = None) -> None:
-    """Encodes uint8 RGB frames with PyAV (the test's own video, as a user's camera would)."""
-    with av.open(str(path), "w", format=container) as output:
-        stream = output.add_stream(codec, rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p" if codec == "libx264" else "yuvj420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                output.mux(packet)
-        for packet in stream.encode():
-            output.mux(packet)
-
-
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory) -> Path:
     """12 consecutive frames of the synthetic world (target domain) at 96x320 as an mp4."""
     frames = [render.render_example("target", 0, "test", index, HEIGHT, WIDTH)["image"]
               for index in range(FRAMES)]
     path = tmp_path_factory.mktemp("videos") / "drive.mp4"
-    write_video(path, frames)
+    helpers.write_video(path, frames)
     return path
-
-
-def decoded_frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
 def test_every_frame_is_predicted_as_that_frame_alone_would_be(export_dir, drive, tmp_path):
@@ -79,7 +60,7 @@ def test_every_frame_is_predicted_as_that_frame_alone_would_be(export_dir, drive
     assert record["fps"] == FPS and record["frame_count"] == FRAMES
     assert record["frames_kept"] == FRAMES and record["output_fps"] == FPS
     # Frame k, decoded by the same library and saved losslessly, predicted as an image.
-    decoded = decoded_frames(drive)
+    decoded = helpers.decoded_frames(drive)
     still = tmp_path / "still"
     still.mkdir()
     for index in (0, 7, 11):
@@ -96,7 +77,7 @@ def test_every_frame_is_predicted_as_that_frame_alone_would_be(export_dir, drive
     assert record["video"] == str(depth_video)
     info = video.probe(depth_video)
     assert (info.height, info.width, info.fps, info.codec) == (HEIGHT, 2 * WIDTH, FPS, "h264")
-    written = decoded_frames(depth_video)
+    written = helpers.decoded_frames(depth_video)
     assert len(written) == FRAMES
     # Its left half is the input frame, its right half the frame's colour map: H.264 at CRF
     # 18 with 2x2-subsampled chroma keeps them a few levels apart (another frame's depth,
@@ -120,7 +101,7 @@ def test_every_nth_frame_and_max_frames(export_dir, drive, tmp_path):
     record = summary["videos"][str(drive)]
     assert record["frames_kept"] == 3 and record["output_fps"] == FPS / 5
     info = video.probe(tmp_path / "every" / "drive_depth.mp4")
-    assert info.fps == pytest.approx(FPS / 5) and len(decoded_frames(info.path)) == 3
+    assert info.fps == pytest.approx(FPS / 5) and len(helpers.decoded_frames(info.path)) == 3
     capped = prediction.predict_images(
         export_dir, [drive], tmp_path / "capped", save=("npy",), every=2, max_frames=4,
         progress=False)
@@ -133,7 +114,7 @@ def test_a_folder_mixing_images_and_videos(export_dir, drive, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "clip.mp4").write_bytes(drive.read_bytes())
-    Image.fromarray(decoded_frames(drive)[0]).save(folder / "still.png")
+    Image.fromarray(helpers.decoded_frames(drive)[0]).save(folder / "still.png")
     summary = prediction.predict_images(export_dir, str(folder), tmp_path / "out",
                                         save=("npy",), max_frames=2, progress=False)
     assert sorted(summary["written"]) == [str(folder / "clip.mp4"), str(folder / "still.png")]
@@ -159,7 +140,7 @@ def _bad_videos(drive: Path, directory: Path) -> dict[str, tuple[Path, str]]:
     # An AVI whose stream says it is in a codec that FFmpeg has no decoder for: an MJPEG
     # AVI with its fourcc overwritten.
     unknown = directory / "unknown.avi"
-    write_video(unknown, decoded_frames(drive)[:2], codec="mjpeg", container="avi")
+    helpers.write_video(unknown, helpers.decoded_frames(drive)[:2], codec="mjpeg", container="avi")
     unknown.write_bytes(unknown.read_bytes().replace(b"MJPG", b"QQQQ"))
     return {
         "truncated": (truncated, f"{truncated}: cannot read video"),

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from damono_jax import video
 from data_prep import features
 from data_prep.common import (
     DataError,
@@ -27,11 +28,12 @@ _DESCRIPTION = """\
 Images of your own camera from plain folders. `labelled`: each image with metric depth
 (float32 metres, 0 = invalid) and, when the split has a label/ folder, Cityscapes train-id
 labels (else every pixel 255 = ignore); a source or an evaluation set. `unlabelled`: images
-only; a target domain. Both store the camera intrinsics (fx, fy, cx, cy, pixels).
+only, from image files or video frames; a target domain. Both store the camera intrinsics
+(fx, fy, cx, cy, pixels).
 """
 
-_EXPECTED = {split: "image/ (and depth/, label/ for labelled), intrinsics.json"
-             for split in layout.SPLITS}
+_EXPECTED = {split: "image/ (and depth/, label/ for labelled; or video/ for unlabelled), "
+                    "intrinsics.json" for split in layout.SPLITS}
 
 _MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put your frames into manual_dir as
@@ -39,9 +41,14 @@ Put your frames into manual_dir as
   {train,val,test}/depth/<path>.png|.npy     labelled: uint16 PNG metres x 256, or float32
                                              .npy metres; 0 = invalid
   {train,val,test}/label/<path>.png          labelled, optional: uint8 train ids, 255 = ignore
+  {train,val,test}/video/<path>.mp4          unlabelled: videos (.mp4 .mov .mkv .avi),
+                                             beside or instead of image/
+  {train,val,test}/video.json                optional {"every": N, "max_frames": M}: keep
+                                             every Nth frame (default: all)
   {train,val,test}/intrinsics.json           {"fx": ..., "fy": ..., "cx": ..., "cy": ...}
-                                             (pixels), or per image under "images"; a
-                                             manual_dir/intrinsics.json serves every split
+                                             (pixels), or per image or video under
+                                             "images"; a manual_dir/intrinsics.json (and
+                                             video.json) serves every split
 """
 
 
@@ -88,20 +95,26 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = Path(manual_dir_of(dl_manager, _EXPECTED))
         # List and check every split before writing anything.
-        frames = {
-            split: layout.list_frames(root, split, labelled=self._labelled)
-            for split in layout.available_splits(root)
-        }
-        for split, split_frames in frames.items():
-            if self._labelled and split_frames[0].label_path is None:
+        frames, videos = {}, {}
+        for split in layout.available_splits(root):
+            frames[split] = layout.list_frames(root, split, labelled=self._labelled)
+            videos[split] = [] if self._labelled else layout.list_videos(root, split)
+            layout.check_frame_names(frames[split], videos[split])
+            if self._labelled and frames[split][0].label_path is None:
                 logging.info("depth_folder: %s/ has no label/ folder; its labels are all %d "
                              "(ignored by the semantic loss)", root / split, IGNORE_ID)
-        return {split: self._generate_examples(split_frames)
-                for split, split_frames in frames.items()}
+        return {split: self._generate_examples(frames[split], videos[split])
+                for split in frames}
 
-    def _generate_examples(self, frames: list[layout.Frame]) -> Iterator[tuple[str, dict]]:
+    def _generate_examples(self, frames: list[layout.Frame], videos: list[layout.Video]
+                           ) -> Iterator[tuple[str, dict]]:
         for frame in frames:
             yield frame.name, self._example(frame)
+        for clip in videos:
+            for index, image in video.read_frames(clip.path, every=clip.every,
+                                                  max_frames=clip.max_frames):
+                name = clip.frame_name(index)
+                yield name, {"image": image, "intrinsics": clip.intrinsics, "name": name}
 
     def _example(self, frame: layout.Frame) -> dict:
         image = read_rgb(frame.image_path)

@@ -3,9 +3,15 @@
 Layout, relative to the TFDS `manual_dir` (any of the three split folders; at least one):
 
     intrinsics.json                 optional: the camera of every split without its own
+    video.json                      optional: {"every": N, "max_frames": M} for every split's
+                                    videos without its own (default: every frame)
     {train,val,test}/
       intrinsics.json               the split's camera (overrides the top-level one)
+      video.json                    the split's frame step for its videos
       image/<path>.png|.jpg|.jpeg   RGB (grayscale, palette and RGBA are converted), any size
+      video/<path>.mp4|.mov|.mkv|.avi  unlabelled only: videos, beside or instead of image/;
+                                    frame k of `video/<path>.mp4` is the frame `<path>/<k>`
+                                    (k with 6 digits), every `every`-th frame kept
       depth/<path>.png|.npy         labelled only: uint16 PNG of metres x 256 (KITTI devkit)
                                     or float32 .npy of metres; 0 = invalid
       label/<path>.png              labelled, optional: uint8 Cityscapes train ids, 255 =
@@ -15,7 +21,8 @@ Layout, relative to the TFDS `manual_dir` (any of the three split folders; at le
 it. `intrinsics.json` holds fx, fy, cx, cy in pixels of the images it describes, either one
 camera for every image of the folder, `{"fx": 721.5, "fy": 721.5, "cx": 609.6, "cy": 172.9}`,
 or per image, `{"images": {"drive_01/000042.png": {"fx": ...}, ...}}`, or both (the
-top-level camera then serves the images not listed).
+top-level camera then serves the images not listed). A video's camera is listed under its
+file name (`{"images": {"drive_01.mp4": {...}}}`) or is the folder's.
 """
 
 from __future__ import annotations
@@ -28,11 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
+from damono_jax import video as video_files
 from data_prep.common import DataError
 
 SPLITS = ("train", "val", "test")
 INTRINSICS_FILE = "intrinsics.json"
-IMAGE_DIR, DEPTH_DIR, LABEL_DIR = "image", "depth", "label"
+IMAGE_DIR, DEPTH_DIR, LABEL_DIR, VIDEO_DIR = "image", "depth", "label", "video"
+VIDEO_FILE = "video.json"
+VIDEO_KEYS = ("every", "max_frames")
+VIDEO_FRAME_NAME = "{index:06d}"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEPTH_SUFFIXES = (".png", ".npy")
 LABEL_SUFFIXES = (".png",)
@@ -49,6 +60,20 @@ class Frame:
     depth_path: Path | None  # None in the unlabelled config
     label_path: Path | None  # None when the split has no label/ folder
     intrinsics: np.ndarray  # float32 (fx, fy, cx, cy) in pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+    """One video of a split folder: its kept frames become frames `<name>/<index>`."""
+
+    name: str  # "<split>/<path>" without suffix
+    path: Path
+    intrinsics: np.ndarray  # float32 (fx, fy, cx, cy) in pixels of its frames
+    every: int
+    max_frames: int | None
+
+    def frame_name(self, index: int) -> str:
+        return f"{self.name}/{VIDEO_FRAME_NAME.format(index=index)}"
 
 
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -152,10 +177,21 @@ def list_frames(root: Path, split: str, *, labelled: bool) -> list[Frame]:
     """Every frame of `root/split`, checked for matching depth, label and intrinsics files."""
     split_dir = root / split
     image_dir = split_dir / IMAGE_DIR
+    video_dir = split_dir / VIDEO_DIR
+    if labelled and video_dir.is_dir():
+        raise DataError(
+            video_dir, "videos are for the unlabelled config (a labelled frame needs its own "
+            "depth/ file); put a labelled split's frames into image/"
+        )
     if not image_dir.is_dir():
-        raise DataError(image_dir, "directory not found; each split folder holds image/")
+        if video_dir.is_dir():
+            return []  # an unlabelled split of videos only (`list_videos`)
+        raise DataError(
+            image_dir, "directory not found; each split folder holds image/"
+            + ("" if labelled else " or video/")
+        )
     images = _files_by_stem(image_dir, IMAGE_SUFFIXES)
-    if not images:
+    if not images and not video_dir.is_dir():
         raise DataError(image_dir, f"no image ({', '.join(IMAGE_SUFFIXES)}) found")
     depths: dict[str, Path] = {}
     labels: dict[str, Path] | None = None
@@ -173,13 +209,7 @@ def list_frames(root: Path, split: str, *, labelled: bool) -> list[Frame]:
         if label_dir.is_dir():
             labels = _files_by_stem(label_dir, LABEL_SUFFIXES)
             _check_matching(images, labels, label_dir, "label")
-    intrinsics_files = _split_intrinsics(root, split_dir)
-    if not intrinsics_files:
-        raise DataError(
-            split_dir / INTRINSICS_FILE,
-            f"file not found (nor {root / INTRINSICS_FILE}); it gives the camera as "
-            '{"fx": ..., "fy": ..., "cx": ..., "cy": ...} in pixels',
-        )
+    intrinsics_files = _required_intrinsics(root, split_dir)
     frames = []
     for stem, image_path in images.items():
         relative_image = image_path.relative_to(image_dir).as_posix()
@@ -201,8 +231,86 @@ def list_frames(root: Path, split: str, *, labelled: bool) -> list[Frame]:
             label_path=None if labels is None else labels[stem],
             intrinsics=camera,
         ))
-    _check_listed_images_exist(intrinsics_files, images, image_dir, split_dir)
+    _check_listed_images_exist(intrinsics_files, split_dir)
     return frames
+
+
+def _required_intrinsics(root: Path, split_dir: Path) -> list[Intrinsics]:
+    intrinsics_files = _split_intrinsics(root, split_dir)
+    if not intrinsics_files:
+        raise DataError(
+            split_dir / INTRINSICS_FILE,
+            f"file not found (nor {root / INTRINSICS_FILE}); it gives the camera as "
+            '{"fx": ..., "fy": ..., "cx": ..., "cy": ...} in pixels',
+        )
+    return intrinsics_files
+
+
+def read_video_settings(path: Path) -> tuple[int, int | None]:
+    """`(every, max_frames)` of a `video.json`; every problem is a `DataError` naming it."""
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"line {error.lineno}: invalid JSON ({error.msg})") from error
+    if not isinstance(record, dict):
+        raise DataError(path, f"expected a JSON object, got {type(record).__name__}")
+    unknown = sorted(set(record) - set(VIDEO_KEYS))
+    if unknown:
+        raise DataError(path, f"unknown key(s) {', '.join(unknown)}; expected "
+                        f"{', '.join(VIDEO_KEYS)}")
+    values = []
+    for key, default in (("every", 1), ("max_frames", None)):
+        value = record.get(key, default)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise DataError(path, f"key {key!r} must be an integer >= 1, got {value!r}")
+        values.append(value)
+    return values[0], values[1]
+
+
+def list_videos(root: Path, split: str) -> list[Video]:
+    """Every video of `root/split/video/` (none without that folder), opened to check that
+    it is a readable video, with its camera and the frame step of `video.json`."""
+    split_dir = root / split
+    video_dir = split_dir / VIDEO_DIR
+    if not video_dir.is_dir():
+        return []
+    videos = _files_by_stem(video_dir, video_files.VIDEO_EXTENSIONS)
+    if not videos:
+        raise DataError(video_dir, f"no video ({', '.join(video_files.VIDEO_EXTENSIONS)}) "
+                        "found")
+    intrinsics_files = _required_intrinsics(root, split_dir)
+    settings = next((path for path in (split_dir / VIDEO_FILE, root / VIDEO_FILE)
+                     if path.is_file()), None)
+    every, max_frames = (1, None) if settings is None else read_video_settings(settings)
+    result = []
+    for stem, path in videos.items():
+        video_files.probe(path)  # a file that is no readable video fails before any write
+        relative = path.relative_to(video_dir).as_posix()
+        camera = next(
+            (c for c in (f.of(relative) for f in intrinsics_files) if c is not None), None
+        )
+        if camera is None:
+            raise DataError(
+                path, "no camera for this video in "
+                + " or ".join(str(f.path) for f in intrinsics_files)
+                + f" (add it under \"images\": {{\"{relative}\": ...}} or give a top-level "
+                "camera)",
+            )
+        result.append(Video(f"{split}/{stem}", path, camera, every, max_frames))
+    _check_listed_images_exist(intrinsics_files, split_dir)
+    return result
+
+
+def check_frame_names(frames: list[Frame], videos: list[Video]) -> None:
+    """An image may not take the name of a video's frame (`drive/000000.png` beside
+    `drive.mp4`): TFDS keys must be unique."""
+    prefixes = {f"{video.name}/": video for video in videos}
+    for frame in frames:
+        for prefix, video in prefixes.items():
+            if frame.name.startswith(prefix):
+                raise DataError(frame.image_path, f"its frame name {frame.name} is also the "
+                                f"name of a frame of {video.path}; rename one of them")
 
 
 def _check_matching(images: dict[str, Path], others: dict[str, Path], folder: Path,
@@ -226,17 +334,21 @@ def _check_matching(images: dict[str, Path], others: dict[str, Path], folder: Pa
         )
 
 
-def _check_listed_images_exist(intrinsics_files: list[Intrinsics], images: dict[str, Path],
-                               image_dir: Path, split_dir: Path) -> None:
-    """A per-image camera of the split's own file must name an existing image (typos)."""
+def _check_listed_images_exist(intrinsics_files: list[Intrinsics], split_dir: Path) -> None:
+    """A per-image camera of the split's own file must name an existing image or video
+    (typos)."""
     own = [f for f in intrinsics_files if f.path.parent == split_dir]
-    existing = {path.relative_to(image_dir).as_posix() for path in images.values()}
+    existing = {
+        path.relative_to(folder).as_posix()
+        for folder in (split_dir / IMAGE_DIR, split_dir / VIDEO_DIR) if folder.is_dir()
+        for path in folder.rglob("*") if path.is_file()
+    }
     for intrinsics in own:
         unknown = sorted(set(intrinsics.per_image) - existing)
         if unknown:
             raise DataError(
                 intrinsics.path,
-                f"images[{unknown[0]!r}]: no such image in {image_dir}",
+                f"images[{unknown[0]!r}]: no such image or video in {split_dir}",
             )
 
 

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from damono_jax import adabn, export, input_pipeline
+from damono_jax import export, input_pipeline
+from damono_jax.inference import adabn
 from damono_jax.inference import model as inference_model
 from damono_jax.models import resnet
 from tests import helpers

@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from damono_jax import errors, evaluate, evaluation, export, input_pipeline
+from damono_jax import errors, evaluation, export, input_pipeline
+from damono_jax.inference import export_evaluation as evaluate
 from damono_jax.inference import model as inference_model
 from tests import helpers
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from damono_jax import export, export_onnx
+from damono_jax import export
 from damono_jax.errors import ExportError
 from damono_jax.inference import model as inference_model
 from damono_jax.inference import onnx_model
@@ -27,7 +27,7 @@ def onnx_export(tmp_path_factory):
         "units": "metres", "class_names": ["road"], "step": 3,
     }
     export.save_export(directory, helpers.random_depth_net_variables(INPUT_SIZE, 4), metadata)
-    description = export_onnx.export_onnx(directory)
+    description = onnx_model.export_onnx(directory)
     return directory, description
 
 
@@ -60,7 +60,7 @@ def test_a_failed_parity_check_writes_nothing(onnx_export):
     (directory / "model.onnx").unlink()
     with pytest.raises(ExportError, match=r"model\.onnx: onnxruntime's disparity differs from "
                                           r"JAX's by .* \(> --tolerance=0\); not written"):
-        export_onnx.export_onnx(directory, tolerance=0.0, batch_size=1, seed=1)
+        onnx_model.export_onnx(directory, tolerance=0.0, batch_size=1, seed=1)
     assert sorted(p.name for p in directory.iterdir()) == ["metadata.json", "variables"]
     assert (directory / "metadata.json").read_text() == before
 

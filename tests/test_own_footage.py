@@ -133,12 +133,12 @@ def test_the_readme_video_command_gives_a_depth_video_of_the_drive(trained_run):
 
 
 def test_export_onnx_evaluate_and_predict_with_focal(trained_run, tmp_path):
-    from damono_jax import evaluate, export_onnx
+    from damono_jax.inference import export_evaluation, onnx_model
     from damono_jax.prediction import run as prediction
     from data_prep import build
 
     export_dir = trained_run / "runs" / "mine" / "export"
-    description = export_onnx.export_onnx(export_dir)
+    description = onnx_model.export_onnx(export_dir)
     print("ONNX parity, max |disparity - JAX|:",
           description["parity"]["max_abs_disparity_difference"])
     assert description["parity"]["max_abs_disparity_difference"] <= 1e-4
@@ -147,7 +147,7 @@ def test_export_onnx_evaluate_and_predict_with_focal(trained_run, tmp_path):
                 widths=WIDTHS)
     build.build_dataset("depth_folder/labelled", tmp_path / "data_eval",
                         manual_dir=tmp_path / "eval_folder")
-    results = evaluate.evaluate_export(export_dir, tmp_path / "data_eval", split="test",
+    results = export_evaluation.evaluate_export(export_dir, tmp_path / "data_eval", split="test",
                                        dataset="depth_folder/labelled",
                                        output_dir=tmp_path / "eval")
     assert np.isfinite(results["results"]["80"]["abs_rel"])

@@ -13,15 +13,17 @@ import logging as std_logging
 import os
 from collections.abc import Callable, Iterator
 from importlib import metadata as package_metadata
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
-from damono_jax import geometry
+from damono_jax import files, geometry
 from damono_jax.errors import ExportError
-from damono_jax.inference.model import InferenceModel
+from damono_jax.export_format import METADATA_FILE
+from damono_jax.inference.model import InferenceModel, load_export
 
 ONNX_FILE = "model.onnx"
 OPSET = 17
@@ -117,3 +119,49 @@ def load_onnx(path: str | os.PathLike) -> Callable[[np.ndarray], dict[str, np.nd
         return dict(zip(OUTPUT_NAMES, outputs, strict=True))
 
     return predict
+
+
+PARITY_TOLERANCE = 1e-4
+
+
+def export_onnx(export_dir: str | os.PathLike, *, batch_size: int = 2,
+                tolerance: float = PARITY_TOLERANCE, seed: int = 0) -> dict[str, Any]:
+    """Writes `export_dir/model.onnx` and its description in `metadata.json`; returns it.
+
+    Raises `ExportError` (nothing written) when onnxruntime's disparity or depth differs from
+    JAX's by more than `tolerance` (disparity, absolute) on `batch_size` random images.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch_size: must be >= 1, got {batch_size}")
+    export_dir = Path(export_dir).absolute()
+    model = load_export(export_dir)
+    serialized = to_onnx_bytes(model)
+    path = export_dir / ONNX_FILE
+    temporary = export_dir / f".{ONNX_FILE}.check"
+    try:
+        temporary.write_bytes(serialized)
+        images = np.random.default_rng(seed).uniform(
+            size=(batch_size, *model.input_size, 3)).astype(np.float32)
+        outputs = load_onnx(temporary)(images)
+        disparity_diff = float(np.abs(outputs["disparity"] - model.predict_disparity(images)).max())
+        depth = model.predict_depth(images)
+        depth_diff = float(np.abs(outputs["depth"] - depth).max() / np.abs(depth).max())
+        if not disparity_diff <= tolerance:
+            raise ExportError(
+                f"{path}: onnxruntime's disparity differs from JAX's by {disparity_diff:.3g} "
+                f"(> --tolerance={tolerance:g}); not written"
+            )
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    description = {
+        **onnx_description(model),
+        "parity": {"max_abs_disparity_difference": disparity_diff,
+                   "max_depth_difference_relative": depth_diff,
+                   "images": f"{batch_size} uniform random, seed {seed}",
+                   "reference": "InferenceModel.predict_disparity (JAX)"},
+    }
+    metadata = dict(model.metadata)
+    metadata["onnx"] = description
+    files.atomic_write_json(export_dir / METADATA_FILE, metadata)
+    return description

@@ -60,8 +60,8 @@ class _VideoDone:
 def _stream(paths: Sequence[Path], every: int, max_frames: int | None, on_error: str,
             videos: dict[str, dict[str, Any]]) -> Iterator[_Frame | _Skipped | _VideoDone]:
     """The sources' images and frames in order; with `on_error="skip"` a source that fails
-    becomes a `_Skipped`, else its error (`PredictError`, `DataError`) propagates. Fills `videos` (path -> what
-    the container says) as each video is opened."""
+    becomes a `_Skipped`, else its error (`PredictError`, `DataError`) propagates. Fills
+    `videos` (path -> what the container says) as each video is opened."""
     for path in paths:
         try:
             if not video.is_video(path):

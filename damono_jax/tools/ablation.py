@@ -178,11 +178,11 @@ def score_export(export_dir: str, data_dir: str, domains: Mapping[str, str],
     `domains` names the TFDS datasets of "source" and "target": the ablation's pair, also
     for a run (the oracle) that trains on other data.
     """
-    from damono_jax import evaluate
+    from damono_jax.inference import export_evaluation
 
     results = {}
     for name, stream, scaling in EVALUATIONS:
-        evaluated = evaluate.evaluate_export(
+        evaluated = export_evaluation.evaluate_export(
             export_dir, data_dir, split="test", dataset=domains[stream], caps=(int(CAP),),
             crop="none", scaling=scaling, output_dir=f"{output_prefix}_{name}",
             progress=False, print_table=False,
@@ -198,7 +198,7 @@ def adabn_results(config: Any, run_dir: str, domains: Mapping[str, str]) -> dict
     BatchNorm statistics of `domains["target"]`/`config.data.target_split` and is scored on
     both domains' test splits, as one model deployed on the target camera would be.
     """
-    from damono_jax import adabn
+    from damono_jax.inference import adabn
 
     adapted = os.path.join(run_dir, "export_adabn")
     if not os.path.isdir(adapted):

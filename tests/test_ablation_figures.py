@@ -26,7 +26,13 @@ def test_median_scaled_depth_matches_the_evaluation_protocol():
 def test_figures_are_written_as_pngs(tmp_path):
     curves = {"a": [[(25, 0.5), (50, 0.4)], [(25, 0.6), (50, 0.45)]], "b": [[(25, 0.3)]]}
     path = ablation_figures.plot_learning_curves(curves, str(tmp_path / "c.png"), "t")
-    assert Image.open(path).size == (770, 462)
+    short_width, height = Image.open(path).size
+    assert 700 < short_width < 900 and 400 < height < 500
+    # The legend stands beside the axes (not over the curves): a long label widens the PNG.
+    long = {"a" * 80: curves["a"]}
+    long_path = ablation_figures.plot_learning_curves(long, str(tmp_path / "long.png"), "t")
+    assert Image.open(long_path).size[0] > short_width + 300
+    (tmp_path / "long.png").unlink()
     rng = np.random.default_rng(1)
     images = [rng.uniform(0, 1, (16, 32, 3)) for _ in range(2)]
     gts = [rng.uniform(2, 60, (24, 48)) for _ in range(2)]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from damono_jax import errors, evaluation, export, input_pipeline
+from damono_jax import evaluate as evaluate_cli
 from damono_jax.inference import export_evaluation as evaluate
 from damono_jax.inference import model as inference_model
 from tests import helpers
@@ -113,9 +114,9 @@ def test_bad_arguments_name_the_problem(data_dir, export_dir, tmp_path):
     with pytest.raises(errors.ExportError, match="export directory does not exist"):
         evaluate.evaluate_export(tmp_path / "missing", data_dir, dataset=DATASET)
     with pytest.raises(ValueError, match="--caps=80,60: each cap must be 50, 80 or none"):
-        evaluate.parse_caps("80,60")
-    assert evaluate.parse_caps("none,50") == (None, 50)
+        evaluate_cli.parse_caps("80,60")
+    assert evaluate_cli.parse_caps("none,50") == (None, 50)
     with pytest.raises(ValueError, match="--scaling=-1: a fixed factor must be finite and > 0"):
-        evaluate.parse_scaling("-1")
-    assert evaluate.parse_scaling("5.4") == 5.4
+        evaluate_cli.parse_scaling("-1")
+    assert evaluate_cli.parse_scaling("5.4") == 5.4
     assert list(tmp_path.iterdir()) == []

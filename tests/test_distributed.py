@@ -1,19 +1,18 @@
 """damono_jax.main as 2 processes x 2 CPU devices on loopback: the real training loop.
 
-Each process reads its own half of the data, both write one checkpoint per step, a SIGKILL
-of both followed by a restart resumes, and the final parameters equal those of one process
-with 4 devices fed the same global batches.
+Each process reads its own half of the data, both write the checkpoints, and the final
+parameters equal those of one process with 4 devices fed the same global batches. Resuming
+after a SIGKILL is tested in one process (tests/test_main.py, bit for bit); here the
+checkpoint the two processes wrote is restored on one device.
 """
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -123,19 +122,9 @@ def _final_params(workdir: str) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(restored.state["params"])]
 
 
-def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path, data_dir):
+def test_two_processes_train_checkpoint_and_match_one_process(tmp_path, data_dir):
     env = _environment(tmp_path, devices=2)
     workdir = str(tmp_path / "run")
-    first_checkpoint = os.path.join(workdir, "checkpoints", "2")
-    processes = _start_processes(workdir, data_dir, _free_port(), env)
-    started = time.monotonic()
-    try:
-        while not os.path.isdir(first_checkpoint):
-            assert all(p.poll() is None for p in processes), _logs(tmp_path)[0][-5000:]
-            assert time.monotonic() - started < 600, "no checkpoint after 600 s"
-            time.sleep(0.1)
-    finally:
-        _stop(processes)  # SIGKILL both, as a preempted job loses both hosts
     processes = _start_processes(workdir, data_dir, _free_port(), env)
     try:
         for process in processes:
@@ -146,8 +135,7 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path, d
     assert [p.returncode for p in processes] == [0, 0], logs[0][-5000:] + logs[1][-5000:]
     for log in logs:
         assert "JAX process" in log and "/ 2, local devices" in log
-        resumed = re.findall(r"Resumed from .* at step (\d+)\.", log)
-        assert resumed and int(resumed[-1]) in (2, 4, 6), log[-3000:]
+        assert f"Training baseline from step 0 to {STEPS}" in log, log[-3000:]
     # One process: 4 devices, the same global batches.
     reference_dir = str(tmp_path / "reference")
     reference_params = str(tmp_path / "reference.npz")

@@ -48,9 +48,12 @@ def _main_command(workdir: str, data_dir: str) -> list[str]:
 
 def _environment(cache_dir: str) -> dict[str, str]:
     # A shared persistent compilation cache: the restarted process loads the programs the
-    # killed one compiled (what a preempted job should do too).
+    # killed one compiled (what a preempted job should do too). The runs compare a program
+    # with itself (resumed against uninterrupted), so they compile with XLA's cheaper
+    # options (tests/helpers.fast_compilation says why only such tests may).
     return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_dir,
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_DISABLE_MOST_OPTIMIZATIONS="1")
 
 
 def _final_arrays(workdir: str, step: int) -> dict:

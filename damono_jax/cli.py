@@ -55,9 +55,28 @@ def _data_errors() -> tuple[type[BaseException], ...]:
             PermissionError)
 
 
+# ml_collections loads a `--config` file when the flag is first read, and says so this way.
+_CONFIG_FILE_MISSING = "Failed loading config file"
+
+
+def _missing_config_file(error: BaseException) -> str | None:
+    """`--config=PATH: cannot read the config file (...)` for ml_collections' lazy load."""
+    if isinstance(error, OSError) and isinstance(error.__cause__, OSError):
+        error = error.__cause__  # "Configuration is not available because of ..."
+    if not isinstance(error, OSError) or not str(error).startswith(_CONFIG_FILE_MISSING):
+        return None
+    attempted = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    path = next((line for line in attempted if not line.startswith(("Attempted", "["))),
+                "?")
+    reason = attempted[-1] if attempted else "not found"
+    return f"--config={path}: cannot read the config file ({reason})"
+
+
 def exit_status(error: BaseException) -> int | None:
     """2 for a usage error, 1 for a data error, None for anything else (a bug)."""
     if isinstance(error, flags.Error | app.UsageError | UsageError):
+        return USAGE_EXIT
+    if _missing_config_file(error) is not None:
         return USAGE_EXIT
     if isinstance(error, ValueError) and str(error).startswith(("config.", "--")):
         return USAGE_EXIT
@@ -77,6 +96,13 @@ def fail(message: str, status: int) -> NoReturn:
 def _flag_parse_message(error: Exception, argv: Sequence[str]) -> str:
     """A parse error as one line; ml_collections' unknown-key AttributeError names its flag."""
     text = str(error.args[0]) if error.args else str(error)
+    if "Traceback (most recent call last)" in text:
+        # ml_collections puts the config module's whole traceback into the flag error: keep
+        # the flag and the exception's own last line.
+        head = re.sub(r"[\s:]+$", "", text.split("Traceback (most recent call last)")[0]
+                      .replace("\\n", " "))
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        text = f"{head}: {last}"
     text = " ".join(text.replace("\\n", "\n").replace("\\", "").split()).strip("'\" ")
     unknown = re.match(r"'?([A-Za-z0-9_]+)'? Did you mean", text) or re.fullmatch(
         r"'?([A-Za-z0-9_]+)'?", text)
@@ -136,7 +162,7 @@ def run(main: Callable[[list[str]], None]) -> NoReturn:
                 raise
             if verbose:
                 traceback.print_exc()
-            fail(str(error), status)
+            fail(_missing_config_file(error) or str(error), status)
 
     app.run(wrapped, flags_parser=_parse_flags)
     raise SystemExit(0)

@@ -47,6 +47,16 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
             [*main, f"--workdir={tmp_path / 'w1'}", "--config.bach_size=4"], 2,
             'error: --config.bach_size: no such config key (Did you mean "batch_size" '
             'instead of "bach_size"?)'),
+        "variant_typo": (
+            ["damono_jax.main", "--config=configs/synthetic.py:fulll",
+             f"--workdir={tmp_path / 'w5'}"], 2,
+            "error: flag --config=configs/synthetic.py:fulll: Error whilst parsing config "
+            "file: ValueError: config argument: unknown variant 'fulll'; use one of baseline, "
+            "seg, full"),
+        "config_file_missing": (
+            ["damono_jax.main", "--config=configs/nope.py", f"--workdir={tmp_path / 'w6'}"], 2,
+            "error: --config=configs/nope.py: cannot read the config file ([Errno 2] No such "
+            "file or directory: 'configs/nope.py')"),
         "bad_image_size": (
             [*main, f"--workdir={tmp_path / 'w2'}", "--config.data.image_size=(190,640)"], 2,
             "error: config.data.image_size: (190, 640) is not a multiple of 32"),

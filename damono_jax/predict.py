@@ -81,8 +81,11 @@ def main(argv: Sequence[str]) -> None:
         every=values.every,
         max_frames=values.max_frames,
     )
+    frames = sum(record.get("frames_kept", 0) for record in summary["videos"].values())
+    images = len(summary["written"]) - sum(1 for key in summary["written"]
+                                           if key in summary["videos"])
     print(
-        f"wrote {len(summary['written'])} predictions to {values.output} "
+        f"wrote {images + frames} predictions to {values.output} "
         f"(skipped {len(summary['skipped'])}); colour range {summary['color_range']} m"
     )
 

@@ -132,14 +132,20 @@ class Intrinsics:
         return self.per_image.get(relative_image, self.default)
 
 
-def read_intrinsics(path: Path) -> Intrinsics:
-    """Parses an `intrinsics.json`; every problem is a `DataError` naming the file."""
+def _read_json_object(path: Path) -> dict:
+    """The JSON object in `path`; invalid JSON or another type is a `DataError` naming it."""
     try:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DataError(path, f"line {error.lineno}: invalid JSON ({error.msg})") from error
     if not isinstance(record, dict):
         raise DataError(path, f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def read_intrinsics(path: Path) -> Intrinsics:
+    """Parses an `intrinsics.json`; every problem is a `DataError` naming the file."""
+    record = _read_json_object(path)
     per_image: dict[str, np.ndarray] = {}
     images = record.get("images", {})
     if not isinstance(images, dict):
@@ -248,12 +254,7 @@ def _required_intrinsics(root: Path, split_dir: Path) -> list[Intrinsics]:
 
 def read_video_settings(path: Path) -> tuple[int, int | None]:
     """`(every, max_frames)` of a `video.json`; every problem is a `DataError` naming it."""
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(path, f"line {error.lineno}: invalid JSON ({error.msg})") from error
-    if not isinstance(record, dict):
-        raise DataError(path, f"expected a JSON object, got {type(record).__name__}")
+    record = _read_json_object(path)
     unknown = sorted(set(record) - set(VIDEO_KEYS))
     if unknown:
         raise DataError(path, f"unknown key(s) {', '.join(unknown)}; expected "

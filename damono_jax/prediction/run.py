@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from damono_jax import cli, evaluation, files, video, visualization
+from damono_jax import cli, evaluation, files, video
 from damono_jax.errors import DataError, PredictError
 from damono_jax.inference import batching
 from damono_jax.inference import model as inference_model
@@ -205,6 +205,7 @@ def predict_images(
     videos: dict[str, dict[str, Any]] = {}
     video_writers: dict[str, video.DepthVideoWriter] = {}
     pending: list[_Frame] = []
+    per_frame = [item for item in save if item != "video"]  # the depth video is per source
 
     def predict_batch() -> None:
         nonlocal color_range
@@ -247,16 +248,16 @@ def predict_images(
             stem = FRAME_NAME.format(index=frame.index)
             directory.mkdir(exist_ok=True)
             videos[key]["frames_kept"] = videos[key].get("frames_kept", 0) + 1
-        per_frame = [item for item in save if item != "video"]
+        to_video = frame.index is not None and "video" in save
+        # One colour map per frame, for its PNG and its video frame alike.
+        colour = (writers.colour_map(depth, color_range, cmap)
+                  if to_video or "color" in save else None)
         written.setdefault(key, []).extend(writers.write_outputs(
-            directory, stem, frame.image, depth, per_frame, color_range, intrinsics, cmap))
-        if frame.index is not None and "video" in save:
+            directory, stem, frame.image, depth, per_frame, colour, intrinsics))
+        if to_video:
             if key not in video_writers:
                 video_writers[key] = video.DepthVideoWriter(
                     output_dir / f"{frame.source.stem}_depth.mp4", videos[key]["fps"] / every)
-            near, far = color_range
-            colour = visualization.colorize(1.0 / depth, vmin=1.0 / far, vmax=1.0 / near,
-                                            cmap=cmap)
             video_writers[key].write(frame.image, colour)
 
     def finish_video(source: Path, complete: bool) -> None:

@@ -61,20 +61,25 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
         file.write(vertex.tobytes())
 
 
+def colour_map(depth: np.ndarray, color_range: tuple[float, float], cmap: str) -> np.ndarray:
+    """uint8 RGB colour map of inverse depth, from 1/far to 1/near of `color_range` (metres)."""
+    near, far = color_range
+    return visualization.colorize(1.0 / depth, vmin=1.0 / far, vmax=1.0 / near, cmap=cmap)
+
+
 def write_outputs(
     output_dir: Path,
     stem: str,
     image: np.ndarray,
     depth: np.ndarray,
     save: Sequence[str],
-    color_range: tuple[float, float],
+    colour: np.ndarray | None,
     intrinsics: Sequence[float] | None,
-    cmap: str,
 ) -> list[str]:
     """Writes `save`'s files for one image as `output_dir/stem*` (atomically); returns them.
 
-    The colour map shows inverse depth from 1/far to 1/near of `color_range` (metres); the
-    PLY back-projects with `intrinsics` of the original image, or KITTI-like defaults.
+    `colour` is the image's `colour_map` (needed when "color" is in `save`); the PLY
+    back-projects with `intrinsics` of the original image, or KITTI-like defaults.
     """
     written = []
     if "npy" in save:
@@ -88,9 +93,7 @@ def write_outputs(
         written.append(str(path))
     if "color" in save:
         path = output_dir / f"{stem}_color.png"
-        near, far = color_range
-        rgb = visualization.colorize(1.0 / depth, vmin=1.0 / far, vmax=1.0 / near, cmap=cmap)
-        files.atomic_write(path, lambda p: Image.fromarray(rgb).save(p, format="PNG"))
+        files.atomic_write(path, lambda p: Image.fromarray(colour).save(p, format="PNG"))
         written.append(str(path))
     if "ply" in save:
         path = output_dir / f"{stem}.ply"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 import data_prep  # noqa: F401  (registers the builders)
-from data_prep.synthetic_driving import render, scenes, world
+from data_prep.synthetic_driving import appearance, render, scenes, world
 from data_prep.synthetic_driving import synthetic_driving_dataset_builder as builder_module
 from data_prep.synthetic_driving.synthetic_driving_dataset_builder import SyntheticDrivingConfig
 
@@ -157,7 +159,7 @@ def test_domains_share_geometry_but_not_appearance():
     flat_fraction = {"source": [], "target": []}
     for index in range(6):
         examples = {domain: render.render_example(domain, 0, "test", index, HEIGHT, WIDTH)
-                    for domain in render.DOMAINS}
+                    for domain in ("source", "target")}
         np.testing.assert_array_equal(examples["source"]["depth"], examples["target"]["depth"])
         np.testing.assert_array_equal(examples["source"]["label"], examples["target"]["label"])
         for domain, example in examples.items():
@@ -169,6 +171,93 @@ def test_domains_share_geometry_but_not_appearance():
     assert min(saturation["source"]) > 3 * max(saturation["target"])
     assert min(flat_fraction["source"]) > 0.85
     assert max(flat_fraction["target"]) < 0.05
+
+
+# sha256 of the image bytes of source and target frames, recorded from the renderer before
+# its shader was split into factors (ecb8054): the split must not change a byte of either.
+# numpy's AVX-512 kernels of power and exp may round differently from its AVX2 ones, so the
+# frames are rendered with numpy held to its AVX2 (x86-64-v3) kernels on every host.
+FRAME_HASHES = {
+    ("source", "test", 0, 96, 320):
+        "af243c916ad48190b43a17ce6ed7ec785c07b1a5baecb9dd175712a596c43e0d",
+    ("source", "train", 7, 96, 320):
+        "6f43623aad42c0bd29c7647f117dbb0d5f8ef902ff9c3793bd15836b7cfe988e",
+    ("source", "val", 3, 48, 160):
+        "78765848beec9fb38096e4a5ec622da1115ea10ec4acf84feda87efbb99c1e43",
+    ("target", "test", 0, 96, 320):
+        "ac1b1599447bf8939a5eacd531d461ea1bdbc4008f0e70e34fd352a95261e0bb",
+    ("target", "train", 7, 96, 320):
+        "e1b3c4aea1dce2975c0d7637089af6636a5e044df015cf92cf3d38ca3ee3201f",
+    ("target", "val", 3, 48, 160):
+        "9ada5186bb2c8796653a54256519b4fd408885353551c5d48b941fee2ea5ff41",
+}
+_HASH_SCRIPT = """
+import hashlib, sys
+from data_prep.synthetic_driving import render
+for line in sys.stdin:
+    domain, split, index, height, width = line.split()
+    image = render.render_example(domain, 0, split, int(index), int(height), int(width))["image"]
+    print(hashlib.sha256(image.tobytes()).hexdigest())
+"""
+
+
+def test_source_and_target_frames_are_byte_identical_to_the_recorded_ones():
+    cases = list(FRAME_HASHES)
+    environment = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+    result = subprocess.run(
+        [sys.executable, "-W", "error::ImportWarning", "-c", _HASH_SCRIPT],
+        input="".join(" ".join(map(str, case)) + "\n" for case in cases),
+        capture_output=True, text=True, env=environment, check=True,
+    )
+    assert dict(zip(cases, result.stdout.split(), strict=True)) == FRAME_HASHES
+
+
+def _chromaticity(image: np.ndarray) -> np.ndarray:
+    return image / image.sum(axis=-1, keepdims=True)
+
+
+def test_each_factor_look_takes_one_factor_of_the_target():
+    assert set(render.DOMAINS) == {"source", "target", "target_palette", "target_texture",
+                                   "target_lighting", "target_camera"}
+    for index in range(3):
+        looks = {domain: render.render_example(domain, 0, "test", index, HEIGHT, WIDTH)
+                 for domain in render.DOMAINS}
+        for example in looks.values():
+            np.testing.assert_array_equal(example["depth"], looks["source"]["depth"])
+            np.testing.assert_array_equal(example["label"], looks["source"]["label"])
+        images = {domain: example["image"].astype(np.float64) for domain, example in
+                  looks.items()}
+        sky = looks["source"]["label"][..., 0] == world.SKY
+        # Palette and texture change surfaces only: the sky is the source's, to the byte.
+        for domain in ("target_palette", "target_texture"):
+            np.testing.assert_array_equal(images[domain][sky], images["source"][sky])
+        # Light and camera change the sky too.
+        for domain in ("target_lighting", "target_camera"):
+            assert np.abs(images[domain][sky] - images["source"][sky]).mean() > 10
+        # Texture modulates brightness only: the source's hue, wherever neither is clipped
+        # or too dark for 8 bits to hold the ratio.
+        fine = (~sky & (images["source"].min(-1) > 40) & (images["target_texture"].min(-1) > 40)
+                & (images["source"].max(-1) < 255) & (images["target_texture"].max(-1) < 255))
+        assert fine.mean() > 0.2
+        np.testing.assert_allclose(_chromaticity(images["target_texture"][fine]),
+                                   _chromaticity(images["source"][fine]), atol=0.02)
+        assert np.abs(images["target_texture"][~sky] - images["source"][~sky]).mean() > 5
+        # Palette: the target's muted colours, still flat.
+        saturation = {d: np.mean(image[~sky].max(-1) - image[~sky].min(-1))
+                      for d, image in images.items()}
+        assert saturation["target_palette"] < saturation["source"] / 3
+        flat = {d: np.mean(np.all(image[:, 1:] == image[:, :-1], axis=-1))
+                for d, image in images.items()}
+        assert flat["target_palette"] > 0.85 and flat["target_lighting"] > 0.5
+        # Only the camera (and the target, which has it) adds noise.
+        assert flat["target_camera"] < 0.05 and flat["target"] < 0.05
+    with pytest.raises(ValueError, match="unknown appearance factors \\['fog'\\]"):
+        appearance.shade(None, None, None, frozenset({"fog"}), None, None)
+
+
+def test_every_look_is_a_builder_config():
+    names = [config.name for config in builder_module.SyntheticDriving.BUILDER_CONFIGS]
+    assert names == list(render.DOMAINS)
 
 
 def _build(data_dir: str, config: str, max_examples: int) -> tfds.core.DatasetBuilder:

@@ -1,11 +1,13 @@
-"""TFDS builder `synthetic_driving`: procedurally rendered road scenes, configs `source` and
-`target`.
+"""TFDS builder `synthetic_driving`: procedurally rendered road scenes, configs `source`,
+`target` and the one-factor targets.
 
-Both configs render the same scenes (geometry is a pure function of the seed, the split and
+Every config renders the same scenes (geometry is a pure function of the seed, the split and
 the example index); they differ only in appearance: `source` is flat-shaded and saturated,
-`target` is textured, lit, hazy, blurred and noisy. So `target/test` is `source/test`
-re-shaded and a gap between source and target metrics measures appearance alone. Training
-never pairs them: the input pipeline shuffles the two streams independently.
+`target` is textured, lit, hazy, blurred and noisy, and `target_palette`, `target_texture`,
+`target_lighting` and `target_camera` are the source with one of the target's four factors
+(`appearance.FACTORS`). So `target/test` is `source/test` re-shaded and a gap between source
+and target metrics measures appearance alone. Training never pairs them: the input pipeline
+shuffles the two streams independently.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ horizontal optical axis. Every pixel has exact metric z-depth (float32 metres; s
 invalid) and a Cityscapes train-id label (road 0, sidewalk 1, building 2, pole 5,
 vegetation 8, terrain 9, sky 10, car 13). Config `source`: flat saturated colours and hard
 edges. Config `target`: the same scenes with textures, another palette, random sun and
-haze, white balance, exposure and gamma changes, blur, vignetting and sensor noise.
-Example i of split s is a pure function of (seed, s, i).
+haze, white balance, exposure and gamma changes, blur, vignetting and sensor noise. Configs
+`target_palette`, `target_texture`, `target_lighting`, `target_camera`: the source with one
+factor of the target (its albedo colours; its textures; its sun, shadows, sky and haze; its
+camera), drawn as in the target frame of the same scene. Example i of split s is a pure
+function of (seed, s, i).
 """
 
 # The first examples of a split are rendered in the builder's process; the rest by a pool of
@@ -113,6 +118,8 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
     """Synthetic road scenes with exact depth and Cityscapes train-id labels."""
 
     VERSION = tfds.core.Version("1.1.0")
+    # The one-factor target configs were added at 1.1.0: the `source` and `target` bytes did
+    # not change (tests/test_synthetic_driving.py holds their hashes), so no version bump.
     RELEASE_NOTES = {
         "1.0.0": "Initial release (train split of 2000 frames).",
         "1.1.0": "Train split of 1000 frames (the demo's 150 steps of batch 4 read 600); "
@@ -127,6 +134,25 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
             name="target", domain="target",
             description="Textures, lighting, haze, blur, vignetting, gamma and sensor noise "
                         "(the unlabelled real-looking domain).",
+        ),
+        SyntheticDrivingConfig(
+            name="target_palette", domain="target_palette",
+            description="The source with the target's albedo colours, flat, and the source's "
+                        "shading.",
+        ),
+        SyntheticDrivingConfig(
+            name="target_texture", domain="target_texture",
+            description="The source's colours modulated by the target's procedural textures.",
+        ),
+        SyntheticDrivingConfig(
+            name="target_lighting", domain="target_lighting",
+            description="The source's colours under the target's sun, ambient light, "
+                        "shadows, sky and haze.",
+        ),
+        SyntheticDrivingConfig(
+            name="target_camera", domain="target_camera",
+            description="The source rendering through the target's camera: white balance, "
+                        "exposure, vignetting, blur, gamma and sensor noise.",
         ),
     ]
 

@@ -11,8 +11,9 @@ PYTEST_WORKERS ?= 2
 DEMO_DIR ?= demo_output
 ABLATION_DIR ?= ablation_output
 CAMPAIGN_DIR ?= campaign_output
+FAMILY_DIR ?= family_output
 
-.PHONY: setup test lint demo ablation ablation-long campaign gpu-wheels gpu-bench clean
+.PHONY: setup test lint demo ablation ablation-long campaign family gpu-wheels gpu-bench clean
 comma := ,
 
 # constraints.txt pins every package to the version the suite passed with (README, Install).
@@ -69,6 +70,13 @@ campaign: $(RUNTIME_STAMP)
 	$(PY) -m damono_jax.tools.domain_probe --data_dir=$(CAMPAIGN_DIR)/data \
 		--runs=$(subst $(eval) ,$(comma),$(CAMPAIGN_PROBE)) --output=docs/adaptation_campaign.md
 
+# Adaptation, round 3 (docs/adaptation_family.md): round 2's protocol on the family of
+# one-factor targets (palette, texture, lighting, camera) and the round-2 target's BatchNorm
+# control; 3 seeds, seed 0 of every row first. Resumable like the campaign.
+family: $(RUNTIME_STAMP)
+	$(PY) -m damono_jax.tools.family --config=configs/synthetic_campaign.py \
+		--workdir=$(FAMILY_DIR) --output=docs/adaptation_family.md
+
 # The GPU check (BENCHMARKS.md, "GPU check"): `make gpu-wheels` here fetches the one wheel the
 # GPU machine lacks into .whl/ (80 KB); there, `make gpu-bench GPU_OUT=$$OUT` (or
 # `bash benchmarks/gpu/run.sh --out=$$OUT`) installs it and measures, in under 8 minutes.
@@ -90,4 +98,4 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_DIR) $(ABLATION_DIR) $(ABLATION_DIR)_long \
-		$(CAMPAIGN_DIR)
+		$(CAMPAIGN_DIR) $(FAMILY_DIR)

@@ -80,6 +80,10 @@ EXTRA_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "full_output": ("full", {"model.output_alignment": True, "model.align_levels": ()}),
     # The bottleneck classifier conditioned on the semantic softmax (CDAN, randomized).
     "full_cdan": ("full", {"model.domain_conditioning": "cdan"}),
+    # The BatchNorm control of `full`: the same batches through the encoder in training mode
+    # ([source; target], so its statistics mix both domains) and the same classifier, trained
+    # as in `full`, but the reversed gradient scaled to 0: the encoder never sees the game.
+    "seg_mixed_bn": ("full", {"grl.max_scale": 0.0}),
     # Not adaptation: the baseline trained on the TARGET's labels, the bound DA aims at.
     "oracle": ("baseline", {"data.source": SameAs("data.target")}),
 }

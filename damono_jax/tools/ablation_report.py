@@ -45,6 +45,8 @@ EXTRA_TITLES = {
                  "layer3 + layer4)",
     "full_output": "+ Seg + output-space DA (AdaptSegNet)",
     "full_cdan": "+ Seg + DA conditioned on the semantic softmax (CDAN)",
+    "seg_mixed_bn": "+ Seg + target img. through the encoder, no reversed gradient "
+                    "(BatchNorm control)",
 }
 # Any variant name + STRONG_SUFFIX: that variant with strong photometric augmentation on
 # both streams (`data.augment="strong"`).

@@ -9,10 +9,13 @@ channel halved and raised by 1. Alignment is easy: a feature that ignores the bl
 serves the task and is the same in both domains. A fresh linear probe
 (`tools.domain_probe.fit_probe`) on the spatially averaged features measures alignment.
 
-What it found (docs/adaptation_family.md, "The functional test"): the game fools its own
-classifier and lowers the target's task error, but it does not align the features: the
-probe still separates the domains. The registered expectation (probe at most 0.65) is kept
-as a strict xfail, so that a game that starts to align shows up as a failure to look at.
+What it found (docs/adaptation_family.md, "The functional test"; seeds 0, 1, 2 on an
+AVX2-only EPYC): the game lowers the target's task error (by 34%, 41% and 18% against
+lambda = 0), but it does not align the features: the probe still separates the domains
+(0.985, 1.000, 1.000), and the classifier's own held-out accuracy at the end is 0.65 at seed
+0 but back at 0.99-1.00 at seeds 1 and 2. The test runs seed 0. The registered expectation
+(probe at most 0.65) is kept as a strict xfail, so that a game that starts to align shows
+up as a failure to look at.
 """
 
 from __future__ import annotations
@@ -148,14 +151,11 @@ def test_without_the_game_the_domains_stay_separable(games):
     assert min(no_game["classifier_source"], no_game["classifier_target"]) > 0.9
 
 
-def test_the_game_fools_its_classifier_and_helps_the_target_task(games):
+def test_the_game_helps_the_target_task(games):
     game, no_game = games["game"], games["no_game"]
-    # The encoder plays: its own classifier falls from about 1.0 towards chance on held-out
-    # images (measured 0.65 / 0.63 on an AVX2-only EPYC).
-    assert max(game["classifier_source"], game["classifier_target"]) < 0.8
-    # ... and the target's task error falls by a fifth or more (measured by a third: 0.143
-    # against 0.216), while the source's stays close (0.097 against 0.088).
-    assert game["task_target"] < 0.8 * no_game["task_target"]
+    # The target's task error falls by a tenth or more (seed 0: by a third, 0.143 against
+    # 0.216; the least of 3 seeds: 18%), while the source's stays close (0.097 against 0.088).
+    assert game["task_target"] < 0.9 * no_game["task_target"]
     assert game["task_source"] < 1.5 * no_game["task_source"]
 
 

@@ -60,3 +60,19 @@ def test_gap_closed_and_tables():
     assert summary[2].split(" | ")[1:4] == ["0.310 ± 0.014", "0.150 ± 0.000", "–"]
     assert summary[2].split(" | ")[4] == "38%"
     assert summary[3].split(" | ")[1:] == ["0.310", "–", "–", "–", "– |"]
+
+
+def test_alignment_table_lists_every_level_and_the_classifier():
+    levels = [{"probe_accuracy": 1.0, "probe_log_loss": 0.01 * i, "mmd_ratio": 10.0 * i,
+               "mmd_null": 1.0} for i in range(5)]
+    aligned = [{"name": "full", "target": "target_camera", "levels": levels,
+                "classifier": {"source": 1.0, "target": 0.25}},
+               {"name": "stage1", "target": "target_camera", "levels": levels}]
+    lines = family_report.alignment_table(aligned, "target_camera").splitlines()
+    assert lines[2].split(" | ")[1:] == ["1.00 / 1.00 / 1.00 / 1.00 / 1.00",
+                                         "0.000 / 0.010 / 0.020 / 0.030 / 0.040",
+                                         "0.0 / 10.0 / 20.0 / 30.0 / 40.0", "– |"]
+    assert lines[3].startswith("| + Seg + DA (target img.) |")
+    assert lines[3].endswith("| 1.00 / 0.25 |")
+    assert "1.00 / 1.00 / 1.00 / 1.00 / 1.00 (about 1 expected" in family_report.null_line(
+        aligned)

@@ -54,6 +54,14 @@ def pooled_features(variables: Mapping, batches: Sequence[np.ndarray]) -> list[n
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
               test_y: np.ndarray, steps: int = 500) -> float:
     """Test accuracy of a logistic regression trained on (train_x, train_y), labels 0/1."""
+    return probe_scores(train_x, train_y, test_x, test_y, steps)[0]
+
+
+def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray, steps: int = 500) -> tuple[float, float]:
+    """(accuracy, mean log-loss in nats) on the test set of a logistic regression trained on
+    (train_x, train_y), labels 0/1. Chance is 0.5 and ln 2; the log-loss keeps moving when
+    the accuracy is stuck at 1.0."""
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
     x = jnp.asarray((train_x - mean) / std, jnp.float32)
     y = jnp.asarray(train_y, jnp.float32)
@@ -74,7 +82,10 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     for _ in range(steps):
         params, state = step(params, state)
     logits = ((test_x - mean) / std) @ np.asarray(params["w"]) + float(params["b"])
-    return float(np.mean((logits > 0) == (test_y > 0.5)))
+    accuracy = float(np.mean((logits > 0) == (test_y > 0.5)))
+    log_loss = float(np.mean(optax.sigmoid_binary_cross_entropy(
+        jnp.asarray(logits, jnp.float32), jnp.asarray(test_y, jnp.float32))))
+    return accuracy, log_loss
 
 
 def probe_export(export_dir: str, data_dir: str, source: str, target: str) -> list[float]:

@@ -52,6 +52,11 @@ TARGET_ROWS = {
 # log validation curves), so round 2's stage-1 checkpoints are reusable as they are.
 STAGE1_TARGET = "target"
 SCORES_SUBDIR = "scores"
+ALIGNMENT_SUBDIR = "alignment"
+# The alignment measure (`tools.alignment`) is taken of every model of this seed.
+ALIGNMENT_SEED = 0
+# Rows with a trained feature classifier, whose own held-out accuracy is measured too.
+CLASSIFIER_ROWS = ("seg_mixed_bn", "full")
 
 
 def dataset(look: str) -> str:
@@ -83,13 +88,40 @@ def shared_scores(run_dir: str, data_dir: str, target: str) -> dict[str, Any]:
     return results
 
 
+def alignment_record(config: Any, name: str, run_dir: str, data_dir: str, target: str
+                     ) -> dict[str, Any]:
+    """The alignment measure of one model (`run_dir`, trained as row `name` with `config`)
+    between the source and `target`, cached in the run folder."""
+    from damono_jax.tools import alignment
+
+    path = os.path.join(run_dir, ALIGNMENT_SUBDIR, f"{target}.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            return json.load(handle)
+    features = alignment.export_features(os.path.join(run_dir, "export"), data_dir, SOURCE,
+                                         dataset(target))
+    record = {"levels": alignment.level_measures(features)}
+    if name in CLASSIFIER_ROWS:
+        record["classifier"] = alignment.classifier_accuracy(config, run_dir, data_dir,
+                                                             SOURCE, dataset(target))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    files.atomic_write_json(path, record)
+    return record
+
+
 def run_family(config: Any, workdir: str, seeds: Sequence[int], targets: Sequence[str],
-               pretrain_steps: int, data_dir: str | None = None) -> dict[str, Any]:
+               pretrain_steps: int, data_dir: str | None = None, *, train: bool = True
+               ) -> dict[str, Any]:
     """Builds the looks if needed, then trains and scores every registered run.
 
-    Returns `{"floors": {target: EVALUATIONS}, "stage1": [records], "runs": [records]}`;
-    each run record has `name` (its row), `target`, `seed` and `run_dir`, and a shared row
-    has one record per target (its scores on that target in `results`).
+    With `train` False, nothing is trained: the runs not finished yet are left out (a
+    report of a campaign under way).
+
+    Returns `{"floors": {target: EVALUATIONS}, "stage1": [records], "runs": [records],
+    "alignment": [{"name", "target", "run_dir", "levels", "classifier"?}]}`; each run record
+    has `name` (its row), `target`, `seed` and `run_dir`, and a shared row has one record per
+    target (its scores on that target in `results`). The alignment measure is taken of
+    stage 1 and every row at seed ALIGNMENT_SEED, once that seed's runs are finished.
     """
     from data_prep import build
 
@@ -116,35 +148,56 @@ def run_family(config: Any, workdir: str, seeds: Sequence[int], targets: Sequenc
         for target in targets
     }
     base = _with_target(config, STAGE1_TARGET)
-    stage1, runs = [], []
+
+    def finished(run_config: Any, run_dir: str, **kwargs) -> dict[str, Any] | None:
+        """The run's record: trained (or resumed) if needed, or None when `train` is False
+        and it has not finished."""
+        if not train and not os.path.exists(os.path.join(run_dir, "run.json")):
+            return None
+        return ablation.train_and_score(run_config, run_dir, **kwargs)
+
+    stage1, runs, aligned = [], [], []
     for seed in seeds:
         run_dir = ablation.pretrain_dir(workdir, seed)
         stage1_config = ablation.run_config(base, ablation.PRETRAIN_VARIANT, seed)
         with stage1_config.unlocked():
             stage1_config.num_train_steps = pretrain_steps
         print(f"\n=== stage 1, seed {seed}: {run_dir}", flush=True)
-        record = ablation.train_and_score(stage1_config, run_dir)
+        record = finished(stage1_config, run_dir)
+        if record is None:
+            continue
         stage1.append({**record, "name": "stage1", "seed": seed, "run_dir": run_dir})
+        models = [(run_dir, "stage1", target, base) for target in targets]
         for row in SHARED_ROWS:
             run_dir = os.path.join(workdir, f"{row}_seed{seed}")
             print(f"\n=== {row}, seed {seed} (scored on every target): {run_dir}", flush=True)
-            record = ablation.train_and_score(
-                ablation.run_config(base, row, seed, stage1[-1]["run_dir"]), run_dir)
-            for target in targets:
+            record = finished(ablation.run_config(base, row, seed, stage1[-1]["run_dir"]),
+                              run_dir)
+            for target in targets if record else ():
                 runs.append({**record, "name": row, "target": target, "run_dir": run_dir,
                              "results": shared_scores(run_dir, data_dir, target)})
+                models.append((run_dir, row, target, base))
         for target in targets:
             for row in TARGET_ROWS[target]:
                 run_dir = os.path.join(workdir, target, f"{row}_seed{seed}")
                 print(f"\n=== {target}: {row}, seed {seed}: {run_dir}", flush=True)
-                record = ablation.train_and_score(
-                    ablation.run_config(_with_target(config, target), row, seed,
-                                        stage1[-1]["run_dir"]),
-                    run_dir, domains={"source": SOURCE, "target": dataset(target)})
+                row_config = ablation.run_config(_with_target(config, target), row, seed,
+                                                 stage1[-1]["run_dir"])
+                record = finished(row_config, run_dir,
+                                  domains={"source": SOURCE, "target": dataset(target)})
+                if record is None:
+                    continue
                 print(f"    target abs_rel {record['results']['target']['abs_rel']:.3f}, "
                       f"source {record['results']['source']['abs_rel']:.3f}", flush=True)
                 runs.append({**record, "name": row, "target": target, "run_dir": run_dir})
-    return {"floors": floors, "stage1": stage1, "runs": runs}
+                models.append((run_dir, row, target, row_config))
+        if seed != ALIGNMENT_SEED:
+            continue
+        print(f"\n=== alignment of every finished seed-{seed} model", flush=True)
+        for run_dir, name, target, run_config in models:
+            record = alignment_record(run_config, name, run_dir, data_dir, target)
+            aligned.append({**record, "name": name, "target": target, "run_dir": run_dir})
+    return {"floors": floors, "stage1": stage1, "runs": runs, "alignment": aligned}
 
 
 def main(argv: list[str]) -> None:
@@ -160,7 +213,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: expected integers") from error
     start = time.perf_counter()
     measured = run_family(FLAGS.config, FLAGS.workdir, seeds, FLAGS.targets,
-                          FLAGS.pretrain_steps, FLAGS.data_dir)
+                          FLAGS.pretrain_steps, FLAGS.data_dir, train=FLAGS.train)
     command = "python -m damono_jax.tools.family " + " ".join(
         arg for arg in sys.argv[1:] if not arg.startswith("--output"))
     body = family_report.report(measured, FLAGS.targets, command.strip(),
@@ -184,6 +237,8 @@ def define_flags() -> None:
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (config.seed), the outer loop.")
     flags.DEFINE_integer("pretrain_steps", 750, "Stage 1's source-only steps per seed.")
     flags.DEFINE_string("output", "docs/adaptation_family.md", "Markdown file ('' = none).")
+    flags.DEFINE_bool("train", True, "False: train nothing, report the runs finished so far "
+                      "(their alignment measure is taken if missing).")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,49 @@ def summary_table(runs: Sequence[Mapping[str, Any]], targets: Sequence[str]) -> 
     return markdown.markdown_table(header, cells)
 
 
+ALIGNMENT_ROWS = ("stage1", *ROWS)
+ALIGNMENT_HEADER = ("model (seed 0)", "probe accuracy", "probe log-loss (chance 0.693)",
+                    "MMD ratio", "classifier accuracy source / target")
+
+
+def _row_title(name: str) -> str:
+    return "Stage 1: baseline (every row starts here)" if name == "stage1" else variant_title(name)
+
+
+def alignment_table(aligned: Sequence[Mapping[str, Any]], target: str) -> str:
+    """Per model of `target`: the alignment measures at every level (conv1 / layer1 / layer2
+    / layer3 / layer4), and the trained classifier's accuracy where there is one."""
+    from damono_jax.tools import alignment
+
+    of_target = {a["name"]: a for a in aligned if a["target"] == target}
+    cells = []
+    for name in ALIGNMENT_ROWS:
+        if name not in of_target:
+            continue
+        record = of_target[name]
+        classifier = record.get("classifier")
+        cells.append([
+            _row_title(name), alignment.format_levels(record["levels"], "probe_accuracy"),
+            alignment.format_levels(record["levels"], "probe_log_loss", 3),
+            alignment.format_levels(record["levels"], "mmd_ratio", 1),
+            f"{classifier['source']:.2f} / {classifier['target']:.2f}" if classifier else "–",
+        ])
+    return markdown.markdown_table(ALIGNMENT_HEADER, cells)
+
+
+def null_line(aligned: Sequence[Mapping[str, Any]]) -> str | None:
+    """The MMD ratio's null check on the stage-1 encoder (source val halves), per level."""
+    from damono_jax.tools import alignment
+
+    stage1 = next((a for a in aligned if a["name"] == "stage1"), None)
+    if stage1 is None:
+        return None
+    return ("- the MMD ratio's null check, stage-1 encoder (source val even against odd "
+            "frames, over source test even against odd), per level: "
+            f"{alignment.format_levels(stage1['levels'], 'mmd_null')} (about 1 expected; "
+            "for 100 + 100 Gaussian samples 95% of such ratios fall in 0.48-2.19)")
+
+
 def run_table(measured: Mapping[str, Any]) -> str:
     """Every trained run once, with its training time."""
     seen, cells = set(), []
@@ -130,8 +173,16 @@ def report(measured: Mapping[str, Any], targets: Sequence[str], command: str,
         "",
         summary_table(measured["runs"], targets),
     ]
+    aligned = measured.get("alignment", [])
     for target in targets:
         lines += ["", f"### {TARGET_TITLES[target]}: `synthetic_driving/{target}`", "",
                   target_table(measured["runs"], target, measured["floors"][target])]
+        if any(a["target"] == target for a in aligned):
+            lines += ["", "Alignment (per encoder level, conv1 / layer1 / layer2 / layer3 / "
+                      "layer4; `damono_jax.tools.alignment`):", "",
+                      alignment_table(aligned, target)]
+    null = null_line(aligned)
+    if null:
+        lines += ["", null]
     lines += ["", "### Every run", "", run_table(measured)]
     return "\n".join(lines)

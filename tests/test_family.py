@@ -76,3 +76,14 @@ def test_alignment_table_lists_every_level_and_the_classifier():
     assert lines[3].endswith("| 1.00 / 0.25 |")
     assert "1.00 / 1.00 / 1.00 / 1.00 / 1.00 (about 1 expected" in family_report.null_line(
         aligned)
+
+
+def test_run_table_lists_each_trained_run_once():
+    measured = {"workdir": "/w", "stage1": [_run("stage1", "target", 0, 0.3)],
+                "runs": [_run("baseline", "target_camera", 0, 0.3),
+                         _run("full", "target_camera", 0, 0.2)]}
+    measured["runs"].append(dict(measured["runs"][0], target="target"))  # scored twice
+    lines = family_report.run_table(measured).splitlines()
+    assert [line.split(" | ")[4] for line in lines[2:]] == [
+        "target/stage1_seed0 |", "target_camera/baseline_seed0 |", "target_camera/full_seed0 |"]
+    assert lines[4].split(" | ")[1] == "target_camera"

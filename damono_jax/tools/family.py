@@ -118,7 +118,8 @@ def run_family(config: Any, workdir: str, seeds: Sequence[int], targets: Sequenc
     report of a campaign under way).
 
     Returns `{"floors": {target: EVALUATIONS}, "stage1": [records], "runs": [records],
-    "alignment": [{"name", "target", "run_dir", "levels", "classifier"?}]}`; each run record
+    "alignment": [{"name", "target", "run_dir", "levels", "classifier"?}], "workdir"}`; each
+    run record
     has `name` (its row), `target`, `seed` and `run_dir`, and a shared row has one record per
     target (its scores on that target in `results`). The alignment measure is taken of
     stage 1 and every row at seed ALIGNMENT_SEED, once that seed's runs are finished.
@@ -197,7 +198,8 @@ def run_family(config: Any, workdir: str, seeds: Sequence[int], targets: Sequenc
         for run_dir, name, target, run_config in models:
             record = alignment_record(run_config, name, run_dir, data_dir, target)
             aligned.append({**record, "name": name, "target": target, "run_dir": run_dir})
-    return {"floors": floors, "stage1": stage1, "runs": runs, "alignment": aligned}
+    return {"floors": floors, "stage1": stage1, "runs": runs, "alignment": aligned,
+            "workdir": workdir}
 
 
 def main(argv: list[str]) -> None:

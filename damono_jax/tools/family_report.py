@@ -145,9 +145,9 @@ def run_table(measured: Mapping[str, Any]) -> str:
         seen.add(r["run_dir"])
         cells.append([r["name"], r.get("target", "–") if r["name"] not in (
             "stage1", "baseline", "baseline_strong") else "(none)", str(r["seed"]),
-            f"{r['train_seconds']:.0f}", os.path.relpath(r["run_dir"], os.path.dirname(
-                os.path.dirname(r["run_dir"])))])
-    return markdown.markdown_table(("row", "target it trains on", "seed", "train s", "run"),
+            f"{r['train_seconds']:.0f}", os.path.relpath(r["run_dir"], measured["workdir"])])
+    return markdown.markdown_table(("row", "target it trains on", "seed", "train s",
+                                    "run (in the workdir)"),
                                    cells)
 
 

@@ -72,11 +72,48 @@ def _missing_config_file(error: BaseException) -> str | None:
     return f"--config={path}: cannot read the config file ({reason})"
 
 
+_CONFIG_LOADER = "ml_collections/config_flags/config_flags.py"
+
+
+def _config_argument(argv: Sequence[str]) -> str:
+    """The path of the `--config=PATH[:variant]` argument ("?" without one)."""
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+    return value.split(":", 1)[0]
+
+
+def config_file_error(error: BaseException, argv: Sequence[str] | None = None) -> str | None:
+    """One line for a `--config` file that is missing, does not parse or does not import.
+
+    ml_collections loads the file when the flag is first read (while parsing a
+    `--config.*` override, or in `main`): a missing file is its OSError, a file that does not
+    parse a SyntaxError raised in its loader, and an error while the file runs (an
+    ImportError, ...) has a frame in the file. Returns None for any other error.
+    """
+    missing = _missing_config_file(error)
+    if missing is not None:
+        return missing
+    if isinstance(error, flags.Error):
+        return None  # ml_collections' own message (a bad variant, a bad override)
+    frames = traceback.extract_tb(error.__traceback__)
+    path = _config_argument(sys.argv if argv is None else argv)
+    if isinstance(error, SyntaxError):
+        if not any(f.filename.replace(os.sep, "/").endswith(_CONFIG_LOADER) for f in frames):
+            return None
+        where = f"{error.filename or path}, line {error.lineno}"
+        return f"--config={path}: the config file does not parse ({where}: {error.msg})"
+    target = os.path.abspath(path)
+    lines = [f.lineno for f in frames if os.path.abspath(f.filename) == target]
+    if not lines:
+        return None
+    return (f"--config={path}: the config file fails (line {lines[-1]}): "
+            f"{type(error).__name__}: {error}")
+
+
 def exit_status(error: BaseException) -> int | None:
     """2 for a usage error, 1 for a data error, None for anything else (a bug)."""
     if isinstance(error, flags.Error | app.UsageError | UsageError):
         return USAGE_EXIT
-    if _missing_config_file(error) is not None:
+    if config_file_error(error) is not None:
         return USAGE_EXIT
     if isinstance(error, ValueError) and str(error).startswith(("config.", "--")):
         return USAGE_EXIT
@@ -117,7 +154,13 @@ def _flag_parse_message(error: Exception, argv: Sequence[str]) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+    except Exception as error:
+        message = config_file_error(error, argv)
+        if message is not None:
+            fail(message, USAGE_EXIT)
+        if not isinstance(error, flags.Error | AttributeError | KeyError | TypeError
+                          | ValueError):
+            raise
         fail(_flag_parse_message(error, argv), USAGE_EXIT)
 
 
@@ -162,7 +205,7 @@ def run(main: Callable[[list[str]], None]) -> NoReturn:
                 raise
             if verbose:
                 traceback.print_exc()
-            fail(_missing_config_file(error) or str(error), status)
+            fail(config_file_error(error) or str(error), status)
 
     app.run(wrapped, flags_parser=_parse_flags)
     raise SystemExit(0)

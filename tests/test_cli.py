@@ -41,6 +41,10 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
     empty = tmp_path / "empty_data"
+    unparsable = tmp_path / "unparsable.py"
+    unparsable.write_text("import ml_collections\ndef get_config()\n    return None\n")
+    unimportable = tmp_path / "unimportable.py"
+    unimportable.write_text("import ml_collections\nimport no_such_module_xyz\n")
     main = ["damono_jax.main", "--config=configs/synthetic.py"]
     return {
         "config_key_typo": (
@@ -57,6 +61,26 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
             ["damono_jax.main", "--config=configs/nope.py", f"--workdir={tmp_path / 'w6'}"], 2,
             "error: --config=configs/nope.py: cannot read the config file ([Errno 2] No such "
             "file or directory: 'configs/nope.py')"),
+        # With an override, ml_collections loads the file while the flags are parsed.
+        "config_file_missing_with_override": (
+            ["damono_jax.main", "--config=configs/nope.py", "--config.batch_size=2",
+             f"--workdir={tmp_path / 'w7'}"], 2,
+            "error: --config=configs/nope.py: cannot read the config file ([Errno 2] No such "
+            "file or directory: 'configs/nope.py')"),
+        "config_file_does_not_parse": (
+            ["damono_jax.main", f"--config={unparsable}", f"--workdir={tmp_path / 'w8'}"], 2,
+            f"error: --config={unparsable}: the config file does not parse ({unparsable}, "
+            "line 2: expected ':')"),
+        "config_file_does_not_parse_with_override": (
+            ["damono_jax.main", f"--config={unparsable}", "--config.batch_size=2",
+             f"--workdir={tmp_path / 'w9'}"], 2,
+            f"error: --config={unparsable}: the config file does not parse ({unparsable}, "
+            "line 2: expected ':')"),
+        "config_file_does_not_import_with_override": (
+            ["damono_jax.main", f"--config={unimportable}", "--config.batch_size=2",
+             f"--workdir={tmp_path / 'w10'}"], 2,
+            f"error: --config={unimportable}: the config file fails (line 2): "
+            "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
         "bad_image_size": (
             [*main, f"--workdir={tmp_path / 'w2'}", "--config.data.image_size=(190,640)"], 2,
             "error: config.data.image_size: (190, 640) is not a multiple of 32"),

@@ -103,22 +103,6 @@ def level_measures(features: dict[tuple[str, str], list[np.ndarray]]) -> list[di
     return measures
 
 
-def export_features(export_dir: str, data_dir: str, source: str, target: str
-                    ) -> dict[tuple[str, str], list[np.ndarray]]:
-    """Pooled encoder features of the val and test splits of both domains, for an export."""
-    from damono_jax import input_pipeline
-    from damono_jax.inference import model as inference_model
-
-    model = inference_model.load_export(export_dir)
-    return {
-        (domain, split): domain_probe.pooled_features(model.variables, list(
-            input_pipeline.create_image_batches(data_dir, dataset, split, model.input_size,
-                                                domain_probe.BATCH_SIZE)))
-        for domain, dataset in (("source", source), ("target", target))
-        for split in ("val", "test")
-    }
-
-
 def classifier_accuracy(config: Any, run_dir: str, data_dir: str, source: str,
                         target: str) -> dict[str, float]:
     """The trained feature classifier's patch accuracy on both domains' test splits.

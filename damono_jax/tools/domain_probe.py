@@ -88,24 +88,34 @@ def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     return accuracy, log_loss
 
 
-def probe_export(export_dir: str, data_dir: str, source: str, target: str) -> list[float]:
-    """Per level, the probe's test accuracy for one export."""
+def export_features(export_dir: str, data_dir: str, source: str, target: str
+                    ) -> dict[tuple[str, str], list[np.ndarray]]:
+    """Per (domain, split) ("source"/"target", "val"/"test"), the per-level pooled encoder
+    features of an export, frames in split order."""
     from damono_jax import input_pipeline
 
     model = inference_model.load_export(export_dir)
-    features = {}
-    for split in ("val", "test"):
-        per_domain = [
-            pooled_features(model.variables, list(input_pipeline.create_image_batches(
-                data_dir, dataset, split, model.input_size, BATCH_SIZE)))
-            for dataset in (source, target)
-        ]
-        labels = np.concatenate([np.ones(len(per_domain[0][0])),
-                                 np.zeros(len(per_domain[1][0]))])
-        features[split] = ([np.concatenate([s, t]) for s, t in zip(*per_domain, strict=True)],
-                           labels)
-    (train, train_y), (test, test_y) = features["val"], features["test"]
-    return [fit_probe(train[level], train_y, test[level], test_y) for level in range(len(LEVELS))]
+    return {
+        (domain, split): pooled_features(model.variables, list(
+            input_pipeline.create_image_batches(data_dir, dataset, split, model.input_size,
+                                                BATCH_SIZE)))
+        for domain, dataset in (("source", source), ("target", target))
+        for split in ("val", "test")
+    }
+
+
+def probe_export(export_dir: str, data_dir: str, source: str, target: str) -> list[float]:
+    """Per level, the probe's test accuracy for one export."""
+    features = export_features(export_dir, data_dir, source, target)
+    accuracies = []
+    for level in range(len(LEVELS)):
+        splits = {}
+        for split in ("val", "test"):
+            source_x, target_x = (features[(d, split)][level] for d in ("source", "target"))
+            splits[split] = (np.concatenate([source_x, target_x]),
+                             np.r_[np.ones(len(source_x)), np.zeros(len(target_x))])
+        accuracies.append(fit_probe(*splits["val"], *splits["test"]))
+    return accuracies
 
 
 def main(argv: Sequence[str]) -> None:

@@ -92,13 +92,13 @@ def alignment_record(config: Any, name: str, run_dir: str, data_dir: str, target
                      ) -> dict[str, Any]:
     """The alignment measure of one model (`run_dir`, trained as row `name` with `config`)
     between the source and `target`, cached in the run folder."""
-    from damono_jax.tools import alignment
+    from damono_jax.tools import alignment, domain_probe
 
     path = os.path.join(run_dir, ALIGNMENT_SUBDIR, f"{target}.json")
     if os.path.exists(path):
         with open(path) as handle:
             return json.load(handle)
-    features = alignment.export_features(os.path.join(run_dir, "export"), data_dir, SOURCE,
+    features = domain_probe.export_features(os.path.join(run_dir, "export"), data_dir, SOURCE,
                                          dataset(target))
     record = {"levels": alignment.level_measures(features)}
     if name in CLASSIFIER_ROWS:

@@ -78,6 +78,21 @@ def render_examples(
         yield from pool.imap(render_one, range(serial, count), chunksize=RENDER_CHUNK_SIZE)
 
 
+# One config per look (`render.DOMAINS`), named after it.
+_LOOK_DESCRIPTIONS = {
+    "source": "Flat saturated colours, hard edges (the labelled synthetic domain).",
+    "target": "Textures, lighting, haze, blur, vignetting, gamma and sensor noise (the "
+              "unlabelled real-looking domain).",
+    "target_palette": "The source with the target's albedo colours, flat, and the source's "
+                      "shading.",
+    "target_texture": "The source's colours modulated by the target's procedural textures.",
+    "target_lighting": "The source's colours under the target's sun, ambient light, shadows, "
+                       "sky and haze.",
+    "target_camera": "The source rendering through the target's camera: white balance, "
+                     "exposure, vignetting, blur, gamma and sensor noise.",
+}
+
+
 @dataclasses.dataclass(eq=False)
 class SyntheticDrivingConfig(tfds.core.BuilderConfig):
     """A domain, an image size, a seed and split sizes."""
@@ -126,34 +141,8 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
                  "rendering in worker processes. Examples 0-999 equal 1.0.0's.",
     }
     BUILDER_CONFIGS = [
-        SyntheticDrivingConfig(
-            name="source", domain="source",
-            description="Flat saturated colours, hard edges (the labelled synthetic domain).",
-        ),
-        SyntheticDrivingConfig(
-            name="target", domain="target",
-            description="Textures, lighting, haze, blur, vignetting, gamma and sensor noise "
-                        "(the unlabelled real-looking domain).",
-        ),
-        SyntheticDrivingConfig(
-            name="target_palette", domain="target_palette",
-            description="The source with the target's albedo colours, flat, and the source's "
-                        "shading.",
-        ),
-        SyntheticDrivingConfig(
-            name="target_texture", domain="target_texture",
-            description="The source's colours modulated by the target's procedural textures.",
-        ),
-        SyntheticDrivingConfig(
-            name="target_lighting", domain="target_lighting",
-            description="The source's colours under the target's sun, ambient light, "
-                        "shadows, sky and haze.",
-        ),
-        SyntheticDrivingConfig(
-            name="target_camera", domain="target_camera",
-            description="The source rendering through the target's camera: white balance, "
-                        "exposure, vignetting, blur, gamma and sensor noise.",
-        ),
+        SyntheticDrivingConfig(name=look, domain=look, description=description)
+        for look, description in _LOOK_DESCRIPTIONS.items()
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:

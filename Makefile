@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist). Two keep both of CI's cores busy: most of the suite's time is
-# XLA compilation, which runs on one core per process. PYTEST_WORKERS=0 runs in this process.
-PYTEST_WORKERS ?= 2
+# Test processes (pytest-xdist): one per core this process may use (`nproc`). Most of the suite's time
+# is XLA compilation, which runs on one core per process; the workers share one persistent
+# compilation cache (tests/conftest.py). PYTEST_WORKERS=0 runs in this process.
+PYTEST_WORKERS ?= $(shell nproc)
 DEMO_DIR ?= demo_output
 ABLATION_DIR ?= ablation_output
 CAMPAIGN_DIR ?= campaign_output

@@ -13,6 +13,10 @@ errors are the types of `_data_errors()`. Anything else is a bug and keeps its t
 Unless `--verbose`, the console shows the project's own progress and results: INFO lines of
 Orbax, TFDS, TensorFlow, JAX and etils are dropped there (`add_log_file` keeps everything in
 a file), and TensorFlow's C++ INFO lines are off (`TF_CPP_MIN_LOG_LEVEL=1` unless set).
+
+Every command turns on the persistent XLA compilation cache (`compile_cache`; the flag
+`--compilation_cache=DIR|off`) before it compiles anything, and logs at its end how many
+programs it read from the cache.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before anything imports Te
 
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
+
+from damono_jax import compile_cache  # noqa: E402
 
 USAGE_EXIT, DATA_EXIT = 2, 1
 # Loggers (by the module that logs) whose INFO lines stay off the console unless --verbose.
@@ -164,13 +170,22 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(_flag_parse_message(error, argv), USAGE_EXIT)
 
 
+# Library warnings whose cause is in the library, not in the project; dropped from the console
+# unless --verbose (the log file keeps them). TFDS's own `Tensor` feature decoder reads its
+# deprecated `FeatureConnector.dtype` (tensor_feature.py, `decode_example`), so every read of a
+# dataset logs it; the project never reads `.dtype` of a feature.
+LIBRARY_WARNINGS = (("tensorflow_datasets", "`FeatureConnector.dtype` is deprecated"),)
+
+
 class _QuietLibraries(std_logging.Filter):
-    """Drops records below WARNING logged from the modules of `QUIET_LIBRARIES`."""
+    """Drops records below WARNING logged from the modules of `QUIET_LIBRARIES`, and the
+    warnings of `LIBRARY_WARNINGS`."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        if record.levelno >= std_logging.WARNING:
-            return True
         path = record.pathname.replace(os.sep, "/")
+        if record.levelno >= std_logging.WARNING:
+            return not any(f"/{library}/" in path and str(record.msg).startswith(start)
+                           for library, start in LIBRARY_WARNINGS)
         return not any(f"/{library}/" in path for library in QUIET_LIBRARIES)
 
 
@@ -188,17 +203,26 @@ def add_log_file(path: str | os.PathLike) -> None:
     absl_logging.get_absl_logger().addHandler(handler)
 
 
-def run(main: Callable[[list[str]], None]) -> NoReturn:
-    """`app.run(main)` with one-line user errors, their exit statuses and quiet libraries."""
+def run(main: Callable[[list[str]], None], compiles: bool = True) -> NoReturn:
+    """`app.run(main)` with one-line user errors, their exit statuses and quiet libraries;
+    `compiles`: `main` compiles XLA programs, so it gets the compilation cache."""
     flags.DEFINE_boolean("verbose", False,
                          "Show tracebacks of user errors and the libraries' INFO logs.")
+    if compiles:
+        flags.DEFINE_string("compilation_cache", None,
+                            "Folder of the persistent XLA compilation cache, or 'off' (default: "
+                            f"${compile_cache.ENV_VAR}, else {compile_cache.default_dir()}).")
 
     def wrapped(argv: list[str]) -> None:
         verbose = flags.FLAGS.verbose
         if not verbose:
             quiet_library_logs()
+        if compiles:
+            compile_cache.enable(flags.FLAGS.compilation_cache)
         try:
             main(argv)
+            if compiles:
+                absl_logging.info(compile_cache.summary())
         except Exception as error:
             status = exit_status(error)
             if status is None:

@@ -311,4 +311,4 @@ if __name__ == "__main__":
     from damono_jax import cli
 
     _define_flags()
-    cli.run(main)
+    cli.run(main, compiles=False)

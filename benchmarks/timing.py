@@ -276,6 +276,19 @@ def model_flops_utilisation(flops_per_step: float, step_s: float, peak_flops_per
 # ---------------------------------------------------------------------------- machine / report
 
 
+COLD_COMPILATION_NOTE = ("compilation cache off (`benchmarks.timing.cold_compilation`): "
+                         "compile and first-call times are those of a first run")
+
+
+def cold_compilation() -> str:
+    """Turns the persistent compilation cache off for this process (a benchmark that times
+    compilation must compile), and returns the note its report carries."""
+    from damono_jax import compile_cache
+
+    compile_cache.disable()
+    return COLD_COMPILATION_NOTE
+
+
 def cpu_model_name() -> str:
     """The CPU model string from /proc/cpuinfo (or platform.processor() off Linux)."""
     cpuinfo = Path("/proc/cpuinfo")

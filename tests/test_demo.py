@@ -40,15 +40,18 @@ def smoke_config():
 
 
 def test_demo_builds_trains_exports_evaluates_and_predicts(tmp_path, capsys):
-    returned = demo.run_demo(
+    everything = demo.run_demo(
         smoke_config(), str(tmp_path), num_predict_images=NUM_PREDICT,
         max_examples_per_split=MAX_EXAMPLES,
     )
     printed = capsys.readouterr().out
+    assert set(everything) == {"source", "target"}
+    returned = everything["target"]
 
     for number, title in enumerate(
         ["Build the synthetic", "Train the 'full' model (2 steps)", "Export the inference",
-         "Evaluate on the target test split", "Predict metric depth"], start=1,
+         "Evaluate on the test splits of the source and the target",
+         "Predict metric depth for a few target images; draw the showcase"], start=1,
     ):
         assert f"=== [{number}/5] {title}" in printed
     assert "--max_examples_per_split=8" in printed
@@ -102,28 +105,51 @@ def test_demo_builds_trains_exports_evaluates_and_predicts(tmp_path, capsys):
         assert np.all(np.isfinite(depth)) and np.all(depth > 0)
     assert f"predicted depth:    {predictions / (stems[0] + '_color.png')}" in printed
 
+    # The showcase: one picture, two domains over three rows of panels.
+    showcase = Image.open(tmp_path / "showcase.png")
+    assert showcase.mode in ("RGB", "RGBA") and showcase.size[0] > showcase.size[1] > 300
+    assert f"what it learned:    {tmp_path / 'showcase.png'}" in printed
+
     # The floor: the per-pixel median of the 8 source training depth maps, scored on the 8
-    # target test frames exactly as evaluation.evaluate scores a constant prediction.
+    # test frames of each domain exactly as evaluation.evaluate scores a constant prediction.
     from damono_jax import constant_prior, evaluation, input_pipeline
 
     data_dir = str(tmp_path / "data")
     train = [e["depth"] for e in input_pipeline.create_eval_dataset(
         data_dir, "synthetic_driving/source", "train", (32, 32))]
     prior = constant_prior.median_depth_map(train)
-    gts = [e["depth"] for e in input_pipeline.create_eval_dataset(
-        data_dir, "synthetic_driving/target", "test", (32, 32))]
-    floor = evaluation.evaluate(gts, [1.0 / prior] * len(gts), cap=80, crop="none")["abs_rel"]
-    assert demo.floor_comparison(returned["results"]["80"]["abs_rel"], floor) in printed
+    scores = {}
+    for domain in ("source", "target"):
+        assert (tmp_path / f"eval_{domain}_test" / "results.json").is_file()
+        gts = [e["depth"] for e in input_pipeline.create_eval_dataset(
+            data_dir, f"synthetic_driving/{domain}", "test", (32, 32))]
+        floor = evaluation.evaluate(gts, [1.0 / prior] * len(gts), cap=80,
+                                    crop="none")["abs_rel"]
+        scores[domain] = (everything[domain]["results"]["80"]["abs_rel"], floor)
+        assert demo.floor_comparison(domain, *scores[domain]) in printed
+    assert demo.closing_lines(scores, 2) in printed
 
 
-def test_floor_comparison_says_when_the_model_is_worse_than_the_floor():
-    better = demo.floor_comparison(0.25, 0.32)
-    assert better == ("    target test AbsRel (cap 80 m): model 0.250, constant prior 0.320 (the "
-                      "floor: the per-pixel median of the source training depth, one map for "
-                      "every image)")
-    worse = demo.floor_comparison(0.39, 0.32)
-    assert worse.splitlines()[1] == ("    the model is WORSE than the constant floor on the "
-                                     "target: what it learned on the source does not transfer")
+def test_floor_comparison_and_the_closing_lines_say_what_was_learned_and_what_transfers():
+    assert demo.floor_comparison("source", 0.25, 0.32) == (
+        "    source test AbsRel (cap 80 m): model 0.250, constant floor 0.320 (the per-pixel "
+        "median of the source training depth, one map for every image)")
+    lines = demo.closing_lines({"source": (0.221, 0.320), "target": (0.391, 0.322)},
+                               150).splitlines()
+    assert lines == [
+        "The model learned the scenes it was trained on: on the source it is better than the "
+        "constant floor (AbsRel 0.221 against 0.320).",
+        "It does not yet transfer to the target at 150 steps from scratch: AbsRel 0.391, WORSE "
+        "than the constant floor (0.322).",
+        "What adapts, and by how much: docs/adaptation_campaign.md and "
+        "docs/adaptation_family.md.",
+    ]
+    lines = demo.closing_lines({"source": (0.33, 0.32), "target": (0.30, 0.32)}, 2)
+    assert lines.splitlines()[:2] == [
+        "The model has not learned the source yet: AbsRel 0.330, no better than the constant "
+        "floor (0.320).",
+        "On the target it beats the floor too (AbsRel 0.300 against 0.320).",
+    ]
 
 
 def test_demo_rejects_a_bad_max_examples_per_split(tmp_path):

@@ -44,7 +44,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Sequence[tuple[int, float
     # Beside the axes, not over the curves (a campaign has up to ten of them).
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     figure.tight_layout()
-    _save(figure, path, bbox_inches="tight")  # the legend beside the axes
+    save(figure, path, bbox_inches="tight")  # the legend beside the axes
     return path
 
 
@@ -82,7 +82,7 @@ def plot_qualitative(images: Sequence[np.ndarray], gt_depths: Sequence[np.ndarra
         axes.set_yticks([])
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    _save(figure, path)
+    save(figure, path)
     return path
 
 
@@ -97,7 +97,7 @@ def median_scaled_depth(scaled_disparity: np.ndarray, gt: np.ndarray) -> np.ndar
     return depth * float(np.median(gt[valid]) / np.median(depth[valid]))
 
 
-def _save(figure: plt.Figure, path: str, **savefig: object) -> None:
+def save(figure: plt.Figure, path: str, **savefig: object) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         files.atomic_write(path, lambda target: figure.savefig(target, **savefig))

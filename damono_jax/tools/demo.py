@@ -1,10 +1,12 @@
 """The embedded default, end to end: `python -m damono_jax.tools.demo --workdir=demo_output`.
 
 Builds the `synthetic_driving` source/target pair, trains the configured variant (the full
-DA model by default), exports the inference model, evaluates it on the target test split with
-the same evaluator as KITTI, and predicts depth for a few target images. Each step prints the
-stand-alone command that does the same thing. Steps whose output exists are reused, so a
-second run only repeats evaluation and prediction.
+DA model by default), exports the inference model, evaluates it on the test splits of both
+domains with the same evaluator as KITTI, each beside its constant floor, predicts depth for a
+few target images, and draws `showcase.png` (a source and a target test image above their
+predicted depth and ground truth). Each step prints the stand-alone command that does the same
+thing. Steps whose output exists are reused, so a second run only repeats evaluation and
+prediction.
 
 `--max_examples_per_split=N` builds at most N frames per split (a quick look, and the smoke
 test in tests/test_demo.py); the default builds the full 1000/200/200. A trial build of
@@ -43,24 +45,41 @@ def _done(start: float) -> None:
     print(f"    done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def _floor_abs_rel(config, data_dir: str) -> float:
-    """The constant prior's target test AbsRel (cap 80 m, no crop, median scaling)."""
+def _floor_abs_rel(config, data_dir: str, dataset: str) -> float:
+    """The constant prior's test AbsRel on `dataset` (cap 80 m, no crop, median scaling)."""
     from damono_jax import constant_prior
 
     prior = constant_prior.source_prior(data_dir, config.data.source, config.data.source_split)
-    return constant_prior.evaluate_prior(prior, data_dir, config.data.eval, "test")[80][
-        "abs_rel"]
+    return constant_prior.evaluate_prior(prior, data_dir, dataset, "test")[80]["abs_rel"]
 
 
-def floor_comparison(model_abs_rel: float, floor_abs_rel: float) -> str:
-    """The demo's lines on the model against the constant-prior floor."""
-    text = (f"    target test AbsRel (cap 80 m): model {model_abs_rel:.3f}, constant prior "
-            f"{floor_abs_rel:.3f} (the floor: the per-pixel median of the source training "
-            "depth, one map for every image)")
-    if model_abs_rel >= floor_abs_rel:
-        text += ("\n    the model is WORSE than the constant floor on the target: what it "
-                 "learned on the source does not transfer")
-    return text
+def floor_comparison(domain: str, model_abs_rel: float, floor_abs_rel: float) -> str:
+    """The demo's line on the model against the constant-prior floor on `domain`'s test split."""
+    return (f"    {domain} test AbsRel (cap 80 m): model {model_abs_rel:.3f}, constant floor "
+            f"{floor_abs_rel:.3f} (the per-pixel median of the source training depth, one map "
+            "for every image)")
+
+
+def closing_lines(scores: dict[str, tuple[float, float]], num_train_steps: int) -> str:
+    """What the demo found, in plain words: `scores` maps "source" and "target" to the
+    (model, floor) test AbsRel."""
+    (source, source_floor), (target, target_floor) = scores["source"], scores["target"]
+    if source < source_floor:
+        learned = (f"The model learned the scenes it was trained on: on the source it is "
+                   f"better than the constant floor (AbsRel {source:.3f} against "
+                   f"{source_floor:.3f}).")
+    else:
+        learned = (f"The model has not learned the source yet: AbsRel {source:.3f}, no better "
+                   f"than the constant floor ({source_floor:.3f}).")
+    if target < target_floor:
+        transfer = (f"On the target it beats the floor too (AbsRel {target:.3f} against "
+                    f"{target_floor:.3f}).")
+    else:
+        transfer = (f"It does not yet transfer to the target at {num_train_steps} steps from "
+                    f"scratch: AbsRel {target:.3f}, WORSE than the constant floor "
+                    f"({target_floor:.3f}).")
+    return (f"{learned}\n{transfer}\nWhat adapts, and by how much: "
+            "docs/adaptation_campaign.md and docs/adaptation_family.md.")
 
 
 def write_sample_images(config, data_dir: str, output_dir: str, count: int) -> list[str]:
@@ -70,9 +89,12 @@ def write_sample_images(config, data_dir: str, output_dir: str, count: int) -> l
     import data_prep  # noqa: F401 (registers the builders)
 
     os.makedirs(output_dir, exist_ok=True)
-    dataset = tfds.builder(config.data.eval, data_dir=data_dir).as_dataset(split="test")
+    # A slice of the split, not `.take(count)`: TFDS caches a small split in memory, and an
+    # iterator that stops early leaves tf.data's "did not fully read the dataset" warning.
+    dataset = tfds.builder(config.data.eval, data_dir=data_dir).as_dataset(
+        split=f"test[:{count}]")
     paths = []
-    for example in tfds.as_numpy(dataset.take(count)):
+    for example in tfds.as_numpy(dataset):
         name = example["name"].decode() if isinstance(example["name"], bytes) else example["name"]
         path = os.path.join(output_dir, f"{name}.png")
         Image.fromarray(np.asarray(example["image"])).save(path)
@@ -83,12 +105,15 @@ def write_sample_images(config, data_dir: str, output_dir: str, count: int) -> l
 def run_demo(
     config, workdir: str, num_predict_images: int = 4, max_examples_per_split: int | None = None
 ) -> dict:
-    """Runs build, train, export, evaluate and predict; returns the evaluation results.
+    """Runs build, train, export, evaluate and predict; returns the evaluation results of
+    each domain (`{"source": ..., "target": ...}`).
 
     `max_examples_per_split` caps every split of both datasets (None = full builds).
     """
     from damono_jax.inference import export_evaluation
+    from damono_jax.inference import model as inference_model
     from damono_jax.prediction import run as prediction
+    from damono_jax.tools import showcase
     from damono_jax.train import latest_checkpoint, loop
     from data_prep import build
 
@@ -125,36 +150,47 @@ def run_demo(
     export_dir = latest_checkpoint.export_checkpoint(config, train_dir)
     _done(start)
 
-    eval_dir = os.path.join(workdir, "eval_target_test")
-    start = _step(4, "Evaluate on the target test split",
+    domains = {"source": config.data.source, "target": config.data.eval}
+    start = _step(4, "Evaluate on the test splits of the source and the target",
                   f"python -m damono_jax.evaluate --export={export_dir} --data_dir={data_dir} "
-                  f"--dataset={config.data.eval} --split=test --crop=none --output={eval_dir}")
-    # The Garg crop is KITTI's; the synthetic camera sees the whole frame.
-    results = export_evaluation.evaluate_export(
-        export_dir, data_dir, split="test", dataset=config.data.eval, crop="none",
-        output_dir=eval_dir,
-    )
-    print(floor_comparison(results["results"]["80"]["abs_rel"],
-                           _floor_abs_rel(config, data_dir)), flush=True)
+                  f"--dataset={config.data.eval} --split=test --crop=none "
+                  f"--output={os.path.join(workdir, 'eval_target_test')}  (and the source)")
+    results, scores = {}, {}
+    for domain, dataset in domains.items():
+        # The Garg crop is KITTI's; the synthetic camera sees the whole frame.
+        results[domain] = export_evaluation.evaluate_export(
+            export_dir, data_dir, split="test", dataset=dataset, crop="none",
+            output_dir=os.path.join(workdir, f"eval_{domain}_test"),
+        )
+        scores[domain] = (results[domain]["results"]["80"]["abs_rel"],
+                          _floor_abs_rel(config, data_dir, dataset))
+        print(floor_comparison(domain, *scores[domain]), flush=True)
     _done(start)
 
     images_dir = os.path.join(workdir, "sample_images")
     predictions_dir = os.path.join(workdir, "predictions")
-    start = _step(5, "Predict metric depth for a few target images",
+    start = _step(5, "Predict metric depth for a few target images; draw the showcase",
                   f"python -m damono_jax.predict --export={export_dir} --input={images_dir} "
                   f"--output={predictions_dir}")
     write_sample_images(config, data_dir, images_dir, num_predict_images)
     prediction.predict_images(export_dir, images_dir, predictions_dir)
+    showcase_path = showcase.write_showcase(
+        inference_model.load_export(export_dir), data_dir, domains, scores,
+        os.path.join(workdir, "showcase.png"),
+        f"make demo: '{config.variant}' after {config.num_train_steps} steps from scratch "
+        "(prediction median-scaled, as evaluated)")
     _done(start)
 
     pictures = sorted(p for p in os.listdir(predictions_dir) if p.endswith(".png"))
     print("\nWhere things are:")
+    print(f"  what it learned:    {showcase_path}")
     print(f"  TensorBoard logs:   tensorboard --logdir={train_dir}")
-    print(f"  metrics:            {eval_dir}/results.json and results.csv")
+    print(f"  metrics:            {workdir}/eval_{{source,target}}_test/results.json and .csv")
     print(f"  exported model:     {export_dir}")
     if pictures:
         print(f"  predicted depth:    {os.path.join(predictions_dir, pictures[0])}")
     print(f"  all predictions:    {predictions_dir}")
+    print(f"\n{closing_lines(scores, config.num_train_steps)}")
     print(f"\n{ABLATION_FINDING}")
     return results
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from damono_jax import cli
 from damono_jax.inference import adabn
 
 FLAGS = flags.FLAGS
@@ -34,6 +35,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"--batch_size={FLAGS.batch_size}: must be >= 1")
     if FLAGS.max_images is not None and FLAGS.max_images < 1:
         raise app.UsageError(f"--max_images={FLAGS.max_images}: must be >= 1")
+    cli.require_folder_or_absent(FLAGS.output, "--output")  # before the export is read
     output = adabn.adapt_export(
         FLAGS.export, FLAGS.data_dir, FLAGS.dataset, FLAGS.split, FLAGS.output,
         batch_size=FLAGS.batch_size, max_images=FLAGS.max_images,
@@ -55,7 +57,5 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from damono_jax import cli
-
     define_flags()
     cli.run(main)

@@ -47,9 +47,22 @@ class UsageError(ValueError):
 
 
 def require_folder_or_absent(path: str | os.PathLike, flag: str) -> None:
-    """A `--flag=path` that will be a folder: `UsageError` when a file is in its place."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"{flag}={path}: exists and is not a folder")
+    """A `--flag=path` that will be a folder that this process writes into: `UsageError`
+    when a file is in its place, or when it cannot be created or written (before any work)."""
+    path = os.fspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UsageError(f"{flag}={path}: exists and is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag}={path}: cannot write into it (permission denied)")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag}={path}: cannot create it ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}={path}: cannot create it (permission denied)")
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:

@@ -26,6 +26,8 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {list(argv[1:])}")
     values = flags.FLAGS
+    # model.onnx is written into the export: a folder this process can write into.
+    cli.require_folder_or_absent(values.export, "--export")
     description = onnx_model.export_onnx(values.export, batch_size=values.batch_size,
                               tolerance=values.tolerance)
     parity = description["parity"]["max_abs_disparity_difference"]

@@ -60,6 +60,7 @@ def main(argv: Sequence[str]) -> None:
     """absl entry point: reads the flags below and calls `predict_images`."""
     del argv
     values = flags.FLAGS
+    cli.require_folder_or_absent(values.output, "--output")  # before the model is loaded
     save = tuple(item.strip() for item in values.save.split(",") if item.strip())
     color_range = None
     if values.color_range:

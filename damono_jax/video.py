@@ -38,7 +38,9 @@ class VideoInfo:
     """What the container says about its first video stream.
 
     `frame_count` is the container's count (0 when it records none); `fps` is the stream's
-    average frame rate.
+    average frame rate; `duration` the stream's (else the container's) length in seconds (0
+    when neither records one). `declared_frames` is the length a whole video must have: the
+    count, else `round(duration * fps)`, else 0 (then a cut cannot be told from the end).
     """
 
     path: str
@@ -47,11 +49,45 @@ class VideoInfo:
     height: int
     fps: float
     frame_count: int
+    duration: float = 0.0
+
+    @property
+    def declared_frames(self) -> int:
+        if self.frame_count:
+            return self.frame_count
+        return round(self.duration * self.fps) if self.duration > 0 else 0
+
+    @property
+    def length_declared_by(self) -> str:
+        """How the container declares its length: "frame count", "duration" or "nothing"."""
+        if self.frame_count:
+            return "frame count"
+        return "duration" if self.duration > 0 else "nothing"
 
     def kept_frames(self, every: int, max_frames: int | None) -> int:
-        """Frames that `read_frames(every, max_frames)` yields, from the recorded count."""
-        kept = -(-self.frame_count // every)
+        """Frames that `read_frames(every, max_frames)` yields, from the declared length."""
+        kept = -(-self.declared_frames // every)
         return kept if max_frames is None else min(kept, max_frames)
+
+    def shortfall(self, decoded: int) -> str | None:
+        """Why a video that ended after `decoded` frames is not whole, or None.
+
+        A frame count must be met exactly. A length derived from the duration is an estimate
+        (`round(duration * fps)`, which variable frame rates blur), so it may be missed by
+        `DURATION_SLACK` of it, and by at least one frame.
+        """
+        if self.frame_count:
+            return (None if decoded >= self.frame_count
+                    else f"it ends after frame {decoded} of {self.frame_count} (truncated?)")
+        expected = self.declared_frames
+        if not expected or decoded >= expected - max(1, round(DURATION_SLACK * expected)):
+            return None
+        return (f"it ends after frame {decoded} of about {expected} ({self.duration:.2f} s at "
+                f"{self.fps:g} fps; truncated?)")
+
+
+# How far a video whose length is declared only by its duration may fall short of it.
+DURATION_SLACK = 0.02
 
 
 def _open(path: Path) -> Any:
@@ -78,25 +114,41 @@ def _video_stream(container: Any, path: Path) -> Any:
     return stream
 
 
+def _info(container: Any, stream: Any, path: Path) -> VideoInfo:
+    import av
+
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    if not rate or rate <= 0:
+        raise DataError(path, "the video records no frame rate")
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    else:
+        duration = float(container.duration or 0) / av.time_base
+    return VideoInfo(
+        path=str(path), codec=stream.codec_context.name, width=int(stream.width),
+        height=int(stream.height), fps=float(rate), frame_count=int(stream.frames or 0),
+        duration=max(duration, 0.0),
+    )
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Opens `path` and reads its video stream's header; decodes nothing."""
     path = Path(path)
     with _open(path) as container:
-        stream = _video_stream(container, path)
-        rate = stream.average_rate or stream.base_rate or stream.guessed_rate
-        if not rate or rate <= 0:
-            raise DataError(path, "the video records no frame rate")
-        return VideoInfo(
-            path=str(path), codec=stream.codec_context.name, width=int(stream.width),
-            height=int(stream.height), fps=float(rate), frame_count=int(stream.frames or 0),
-        )
+        return _info(container, _video_stream(container, path), path)
 
 
 def read_frames(path: str | os.PathLike, *, every: int = 1,
                 max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """`(frame index, uint8 RGB frame)` for every `every`-th frame (0, every, 2 every, ...),
-    at most `max_frames` of them. A frame that does not decode is an error naming it; a
-    video that yields no frame at all is an error too."""
+    at most `max_frames` of them.
+
+    A video is whole or an error (`DataError` naming the file): read to its end, it must reach
+    the length its container declares (`VideoInfo.shortfall`), and no packet may be flagged
+    corrupt (FFmpeg flags the packet a cut ends in). A frame that does not decode is an error
+    naming it; a video that yields no frame at all is an error too. A video that declares no
+    length is read to its end, which is then taken for its length.
+    """
     import av
 
     if every < 1:
@@ -106,11 +158,23 @@ def read_frames(path: str | os.PathLike, *, every: int = 1,
     path = Path(path)
     kept = 0
     index = -1
+    cut = False
     with _open(path) as container:
         stream = _video_stream(container, path)
+        info = _info(container, stream, path)
         stream.thread_type = "AUTO"  # FFmpeg's own frame threads
-        try:
-            for frame in container.decode(stream):
+        for packet in container.demux(stream):
+            cut = cut or packet.is_corrupt
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as error:
+                if cut:  # the packet a cut ends in: said below, with the length
+                    continue
+                raise DataError(
+                    path, f"frame {index + 1}: cannot decode ({_reason(error)}); the video is "
+                    "truncated or corrupt"
+                ) from error
+            for frame in frames:
                 index += 1
                 if index % every:
                     continue
@@ -118,11 +182,11 @@ def read_frames(path: str | os.PathLike, *, every: int = 1,
                 kept += 1
                 if max_frames is not None and kept >= max_frames:
                     return
-        except av.error.FFmpegError as error:
-            raise DataError(
-                path, f"frame {index + 1}: cannot decode ({_reason(error)}); the video is "
-                "truncated or corrupt"
-            ) from error
+    problem = info.shortfall(index + 1)
+    if problem is None and cut:
+        problem = f"a packet after frame {index + 1} is corrupt (truncated?)"
+    if problem is not None:
+        raise DataError(path, f"cannot read video: {problem}")
     if index < 0:
         raise DataError(path, "the video has no frames")
 

@@ -247,12 +247,13 @@ def save_png(path: Path, array: np.ndarray) -> None:
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, codec: str = "libx264",
-                container: str | None = None) -> None:
-    """Encodes uint8 RGB frames with PyAV (a test's own video, as a user's camera would)."""
+                container: str | None = None, options: dict[str, str] | None = None) -> None:
+    """Encodes uint8 RGB frames with PyAV (a test's own video, as a user's camera would);
+    `options` are the muxer's (`{"movflags": "faststart"}`: the mp4's index first)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format=container) as output:
+    with av.open(str(path), "w", format=container, options=options or {}) as output:
         stream = output.add_stream(codec, rate=fps)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p" if codec == "libx264" else "yuvj420p"
@@ -270,3 +271,21 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
+
+
+def cut_video(path: Path, fraction: float = 0.7) -> Path:
+    """A copy of the video `path` cut to `fraction` of its bytes, named `cut_<name>`."""
+    cut = path.with_name(f"cut_{path.name}")
+    data = path.read_bytes()
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    return cut
+
+
+def corrupt_middle(path: Path, name: str) -> Path:
+    """A copy of `path` whose middle fifth of bytes is scrambled (its middle packets)."""
+    data = bytearray(path.read_bytes())
+    for index in range(len(data) * 2 // 5, len(data) * 3 // 5, 7):
+        data[index] = (data[index] * 31 + 7) % 256
+    corrupt = path.with_name(name)
+    corrupt.write_bytes(bytes(data))
+    return corrupt

@@ -105,6 +105,19 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
             ["damono_jax.evaluate", f"--export={tmp_path}", f"--data_dir={empty}",
              f"--output={afile}"], 2,
             f"error: --output={afile}: exists and is not a folder"),
+        # An --output that cannot be created is named before the export or data is read.
+        "evaluate_output_under_a_file": (
+            ["damono_jax.evaluate", f"--export={tmp_path / 'none'}", f"--data_dir={empty}",
+             f"--output={afile}/ev"], 2,
+            f"error: --output={afile}/ev: cannot create it ({afile} is a file)"),
+        "predict_output_under_a_file": (
+            ["damono_jax.predict", f"--export={tmp_path / 'none'}", f"--input={afile}",
+             f"--output={afile}/out"], 2,
+            f"error: --output={afile}/out: cannot create it ({afile} is a file)"),
+        "adabn_output_under_a_file": (
+            ["damono_jax.adabn", f"--export={tmp_path / 'none'}", f"--data_dir={empty}",
+             "--dataset=synthetic_driving/target", f"--output={afile}/adapted"], 2,
+            f"error: --output={afile}/adapted: cannot create it ({afile} is a file)"),
         "predict_missing_export": (
             ["damono_jax.predict", f"--export={tmp_path / 'none'}", f"--input={afile}",
              f"--output={tmp_path / 'out'}"], 1,
@@ -137,3 +150,42 @@ def test_user_errors_end_in_one_line_with_their_status_and_write_nothing(tmp_pat
     assert code == 2 and "Traceback (most recent call last)" in stderr
     assert stderr.strip().splitlines()[-1] == cases["bad_image_size"][2]
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_an_output_folder_that_cannot_be_created_is_named_before_any_work(tmp_path):
+    """As a user without write permission (`nobody`, when the tests run as root)."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: cannot drop the write permission")
+    prefix = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+              if os.geteuid() == 0 else [])
+    env = dict(os.environ, JAX_PLATFORMS="cpu", DAMONO_JAX_COMPILATION_CACHE="off")
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import damono_jax.cli"],
+                           cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"the unprivileged user cannot import the project here: "
+                    f"{probe.stderr.strip().splitlines()[-1:]}")
+    shared = Path(tempfile.mkdtemp(prefix="read_only_"))
+    try:
+        shared.chmod(0o755)
+        read_only = shared / "parent"
+        read_only.mkdir(mode=0o555)
+        read_only.chmod(0o555)  # whatever the umask
+        commands = {
+            "evaluate": ["damono_jax.evaluate", f"--export={shared / 'none'}",
+                         f"--data_dir={shared}", f"--output={read_only}/ev"],
+            "predict": ["damono_jax.predict", f"--export={shared / 'none'}",
+                        f"--input={shared}", f"--output={read_only}/out", "--save=video"],
+        }
+        for name, command in commands.items():
+            result = subprocess.run([*prefix, sys.executable, "-m", *command], cwd=REPO_ROOT,
+                                    env=env, capture_output=True, text=True, timeout=300)
+            flag_value = command[-2] if name == "predict" else command[-1]
+            assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (
+                2, f"error: {flag_value}: cannot create it (permission denied)"), name
+        assert list(read_only.iterdir()) == []
+    finally:
+        (shared / "parent").chmod(0o755)
+        shutil.rmtree(shared)

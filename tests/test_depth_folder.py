@@ -199,9 +199,10 @@ def test_unlabelled_videos_become_frames_with_their_step_and_camera(tmp_path):
 def test_bad_videos_and_video_settings_are_named(tmp_path):
     from tests.helpers import write_video
 
-    def footage(name: str) -> Path:
+    def footage(name: str, video: str = "drive.mp4", frames: int = 4,
+                options: dict[str, str] | None = None) -> Path:
         root = tmp_path / name
-        write_video(root / "train" / "video" / "drive.mp4", _gradient_frames(4))
+        write_video(root / "train" / "video" / video, _gradient_frames(frames), options=options)
         (root / "train" / "intrinsics.json").write_text(
             json.dumps({"fx": 50.0, "fy": 50.0, "cx": 48.0, "cy": 24.0}))
         return root
@@ -214,9 +215,20 @@ def test_bad_videos_and_video_settings_are_named(tmp_path):
     typo = footage("typo")
     (typo / "video.json").write_text(json.dumps({"evry": 2}))
     clash = footage("clash")
+    # Cut to 70%: an mp4 with its index first still says 12 frames, an mkv 1.2 s.
+    fast = footage("fast", frames=12, options={"movflags": "faststart"})
+    fast_drive = fast / "train" / "video" / "drive.mp4"
+    fast_drive.write_bytes(fast_drive.read_bytes()[: fast_drive.stat().st_size * 7 // 10])
+    mkv = footage("mkv", video="drive.mkv", frames=12)
+    mkv_drive = mkv / "train" / "video" / "drive.mkv"
+    mkv_drive.write_bytes(mkv_drive.read_bytes()[: mkv_drive.stat().st_size * 7 // 10])
     save_png(clash / "train" / "image" / "drive" / "000000.png", _gradient_frames(1)[0])
     cases = [
         (cut, "depth_folder/unlabelled", f"{drive}: cannot read video"),
+        (fast, "depth_folder/unlabelled",
+         rf"{fast_drive}: cannot read video: it ends after frame \d+ of 12 \(truncated\?\)"),
+        (mkv, "depth_folder/unlabelled",
+         rf"{mkv_drive}: cannot read video: it ends after frame \d+ of about 12 "),
         (step, "depth_folder/unlabelled",
          f"{step / 'train' / 'video.json'}: key 'every' must be an integer >= 1, got 0"),
         (typo, "depth_folder/unlabelled", f"{typo / 'video.json'}: unknown key\\(s\\) evry"),

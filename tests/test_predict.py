@@ -144,8 +144,18 @@ def test_unreadable_image_stops_or_is_skipped(export_dir, image_folder, tmp_path
     bad.write_bytes(b"\x89PNG but not really")
     inputs = [image_folder / "a.png", bad]
     with pytest.raises(errors.PredictError, match=f"{bad}: cannot read image"):
-        prediction.predict_images(export_dir, inputs, tmp_path / "stop", progress=False)
-    assert not (tmp_path / "stop").exists()  # --output only once there is something to write
+        prediction.predict_images(export_dir, [bad], tmp_path / "first", progress=False)
+    assert not (tmp_path / "first").exists()  # --output only once there is something to write
+    # Stopped at the second input: the first, already read, is predicted and written, and
+    # prediction.json says what was written and what stopped the run.
+    with pytest.raises(errors.PredictError, match=f"{bad}: cannot read image"):
+        prediction.predict_images(export_dir, inputs, tmp_path / "stop", save=("npy",),
+                                  batch_size=4, progress=False)
+    assert sorted(p.name for p in (tmp_path / "stop").iterdir()) == ["a.npy", "prediction.json"]
+    record = json.loads((tmp_path / "stop" / "prediction.json").read_text())
+    assert record["written"] == {str(image_folder / "a.png"): [str(tmp_path / "stop" / "a.npy")]}
+    assert record["stopped"]["input"] == str(bad)
+    assert record["stopped"]["reason"].startswith(f"{bad}: cannot read image")
     summary = prediction.predict_images(
         export_dir, inputs, tmp_path / "skip", save=("npy",), on_error="skip", batch_size=1,
         progress=False,

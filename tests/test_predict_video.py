@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,7 +179,102 @@ def test_bad_videos_fail_naming_the_file_and_leave_nothing(export_dir, drive, tm
         "drive", "drive_depth.mp4", "prediction.json"]
 
 
-def test_command_line_on_a_video(export_dir, drive, tmp_path):
+@pytest.fixture(scope="module")
+def cut_videos(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """The drive as an mp4 with its index first (`faststart`) and as an mkv, each cut to 70%
+    of its bytes, and the mp4 with its middle packets scrambled; with the error each gives."""
+    frames = [render.render_example("target", 0, "test", index, HEIGHT, WIDTH)["image"]
+              for index in range(FRAMES)]
+    directory = tmp_path_factory.mktemp("cut")
+    mp4, mkv = directory / "fast.mp4", directory / "drive.mkv"
+    helpers.write_video(mp4, frames, options={"movflags": "faststart"})
+    helpers.write_video(mkv, frames)
+    cut_mp4, cut_mkv = helpers.cut_video(mp4), helpers.cut_video(mkv)
+    middle = helpers.corrupt_middle(mp4, "middle.mp4")
+    return {
+        "mp4": (cut_mp4, rf"{cut_mp4}: cannot read video: it ends after frame \d+ of 12 "
+                         r"\(truncated\?\)"),
+        "mkv": (cut_mkv, rf"{cut_mkv}: cannot read video: it ends after frame \d+ of about 12 "
+                         r"\(1\.20 s at 10 fps; truncated\?\)"),
+        "middle": (middle, rf"{middle}: (frame \d+: cannot decode|cannot read video)"),
+        "whole mp4": (mp4, ""),
+        "whole mkv": (mkv, ""),
+    }
+
+
+def test_a_cut_video_is_an_error_and_leaves_nothing(export_dir, cut_videos, tmp_path):
+    for name in ("whole mp4", "whole mkv"):
+        assert len(list(video.read_frames(cut_videos[name][0]))) == FRAMES
+    for name in ("mp4", "mkv", "middle"):
+        path, message = cut_videos[name]
+        output = tmp_path / name
+        with pytest.raises(errors.DataError, match=message) as raised:
+            prediction.predict_images(export_dir, [path], output, save=("npy", "video"),
+                                      batch_size=2, progress=False)
+        assert not output.exists(), name
+        if name != "middle":  # the cut keeps some frames, not all
+            assert 0 < int(str(raised.value).split("after frame ")[1].split()[0]) < FRAMES
+
+
+def test_skip_lists_a_cut_video_and_stop_keeps_what_was_read_before(export_dir, drive,
+                                                                    cut_videos, tmp_path):
+    cut_mp4, cut_mkv = cut_videos["mp4"][0], cut_videos["mkv"][0]
+    skipped = prediction.predict_images(
+        export_dir, [cut_mp4, drive, cut_mkv], tmp_path / "skip", save=("npy", "video"),
+        batch_size=4, on_error="skip", progress=False)
+    assert sorted(skipped["skipped"]) == sorted([str(cut_mp4), str(cut_mkv)])
+    assert re.fullmatch(cut_videos["mp4"][1], skipped["skipped"][str(cut_mp4)])
+    assert re.fullmatch(cut_videos["mkv"][1], skipped["skipped"][str(cut_mkv)])
+    assert sorted(p.name for p in (tmp_path / "skip").iterdir()) == [
+        "drive", "drive_depth.mp4", "prediction.json"]
+    assert list(skipped["written"]) == [str(drive)]
+    assert skipped["videos"][str(cut_mp4)]["frames_kept"] == 0
+    assert skipped["stopped"] is None
+
+    # Stopped by the cut video: the drive read before it is written, the cut one is not,
+    # and prediction.json says what was written and what stopped the run.
+    with pytest.raises(errors.DataError, match=cut_videos["mkv"][1]):
+        prediction.predict_images(export_dir, [drive, cut_mkv], tmp_path / "stop",
+                                  save=("npy", "video"), batch_size=5, progress=False)
+    assert sorted(p.name for p in (tmp_path / "stop").iterdir()) == [
+        "drive", "drive_depth.mp4", "prediction.json"]
+    assert len(list((tmp_path / "stop" / "drive").iterdir())) == FRAMES
+    record = json.loads((tmp_path / "stop" / "prediction.json").read_text())
+    assert list(record["written"]) == [str(drive)]
+    assert record["stopped"]["input"] == str(cut_mkv)
+    assert re.fullmatch(cut_videos["mkv"][1], record["stopped"]["reason"])
+
+
+def test_a_video_that_declares_no_length_is_read_to_its_end_and_says_so(export_dir, tmp_path):
+    path = tmp_path / "live.mkv"
+    frames = [np.full((32, 64, 3), 20 * index, np.uint8) for index in range(5)]
+    helpers.write_video(path, frames, container="matroska", options={"live": "1"})
+    info = video.probe(path)
+    assert (info.frame_count, info.duration, info.length_declared_by) == (0, 0.0, "nothing")
+    summary = prediction.predict_images(export_dir, [path], tmp_path / "out", save=("npy",),
+                                        progress=False)
+    record = summary["videos"][str(path)]
+    assert record["frames_kept"] == 5 and record["length_declared_by"] == "nothing"
+    assert record["note"].startswith("the container declares no length: read to its end")
+
+
+def test_video_length_checks():
+    info = video.VideoInfo("v.mp4", "h264", 64, 64, fps=10.0, frame_count=12, duration=1.2)
+    assert info.shortfall(12) is None and info.shortfall(13) is None
+    assert info.shortfall(11) == "it ends after frame 11 of 12 (truncated?)"
+    by_duration = video.VideoInfo("v.mkv", "h264", 64, 64, fps=30.0, frame_count=0,
+                                  duration=10.0)
+    assert by_duration.declared_frames == 300 and by_duration.length_declared_by == "duration"
+    assert by_duration.shortfall(294) is None  # 2% of 300: a variable frame rate's blur
+    assert by_duration.shortfall(293) == (
+        "it ends after frame 293 of about 300 (10.00 s at 30 fps; truncated?)")
+    short = video.VideoInfo("v.mkv", "h264", 64, 64, fps=10.0, frame_count=0, duration=1.2)
+    assert short.shortfall(11) is None and short.shortfall(10) is not None  # at least 1 frame
+    none = video.VideoInfo("v.mkv", "h264", 64, 64, fps=10.0, frame_count=0, duration=0.0)
+    assert none.declared_frames == 0 and none.shortfall(1) is None
+
+
+def test_command_line_on_a_video(export_dir, drive, cut_videos, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
     base = [sys.executable, "-m", "damono_jax.predict", f"--export={export_dir}"]
     ok = subprocess.run(
@@ -203,3 +299,11 @@ def test_command_line_on_a_video(export_dir, drive, tmp_path):
     assert truncated.stderr.strip().splitlines()[-1].startswith(f"error: {cut}: cannot read "
                                                                 "video")
     assert "Traceback" not in truncated.stderr and not (tmp_path / "cut").exists()
+    # The mp4 with its index first, cut: the index promises 12 frames, 6 or so are there.
+    cut, message = cut_videos["mp4"]
+    result = subprocess.run(
+        [*base, f"--input={cut}", f"--output={tmp_path / 'fast'}", "--save=npy,video"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert re.fullmatch(f"error: {message}", result.stderr.strip().splitlines()[-1])
+    assert not (tmp_path / "fast").exists()

@@ -43,11 +43,11 @@ class _Frame:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Skipped:
-    """A source that was skipped (`--on_error=skip`); a video may have yielded frames first."""
+class _Failed:
+    """A source that cannot be read; a video may have yielded frames first."""
 
     source: Path
-    reason: str
+    error: PredictError | DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,27 +57,33 @@ class _VideoDone:
     source: Path
 
 
-def _stream(paths: Sequence[Path], every: int, max_frames: int | None, on_error: str,
-            videos: dict[str, dict[str, Any]]) -> Iterator[_Frame | _Skipped | _VideoDone]:
-    """The sources' images and frames in order; with `on_error="skip"` a source that fails
-    becomes a `_Skipped`, else its error (`PredictError`, `DataError`) propagates. Fills
-    `videos` (path -> what the container says) as each video is opened."""
+def _video_record(info: video.VideoInfo) -> dict[str, Any]:
+    """What prediction.json says about a video before it is read."""
+    record = {"fps": info.fps, "frame_count": info.frame_count, "duration_s": info.duration,
+              "length_declared_by": info.length_declared_by, "codec": info.codec,
+              "size": [info.height, info.width]}
+    if not info.declared_frames:
+        record["note"] = ("the container declares no length: read to its end, so a cut "
+                          "could not be told from the end")
+    return record
+
+
+def _stream(paths: Sequence[Path], every: int, max_frames: int | None,
+            videos: dict[str, dict[str, Any]]) -> Iterator[_Frame | _Failed | _VideoDone]:
+    """The sources' images and frames in order; a source that cannot be read becomes a
+    `_Failed` (after the frames a video yielded first). Fills `videos` (path -> what the
+    container says) as each video is opened."""
     for path in paths:
         try:
             if not video.is_video(path):
                 yield _Frame(path, inputs.read_image(path))
                 continue
-            info = video.probe(path)
-            videos[str(path)] = {"fps": info.fps, "frame_count": info.frame_count,
-                                 "codec": info.codec, "size": [info.height, info.width]}
+            videos[str(path)] = _video_record(video.probe(path))
             for index, frame in video.read_frames(path, every=every, max_frames=max_frames):
                 yield _Frame(path, frame, index)
             yield _VideoDone(path)
         except (PredictError, DataError) as error:
-            if on_error == "stop":
-                raise
-            logging.warning("skipping %s", error)
-            yield _Skipped(path, str(error))
+            yield _Failed(path, error)
 
 
 
@@ -117,7 +123,7 @@ def _expected_frames(paths: Sequence[Path], every: int, max_frames: int | None) 
             info = video.probe(path)
         except DataError:
             return None
-        if not info.frame_count:
+        if not info.declared_frames:
             return None
         total += info.kept_frames(every, max_frames)
     return total
@@ -155,6 +161,10 @@ def predict_images(
       focal: fx (pixels, original image) of the user's camera; rescales depth by
         `(focal / W) / metadata["train_focal_x_normalized"]`. None = no rescaling.
       on_error: "stop" raises on an unreadable image or video; "skip" logs it and goes on.
+        Either way nothing of that input is left (a video's frames written before its
+        error are deleted), and the inputs read before it are predicted. After a stop,
+        `prediction.json` (when anything was written) lists what was, and `stopped` says
+        which input stopped the run and why.
       cmap: matplotlib colormap of the colour PNGs and the depth video.
       every: keep every `every`-th frame of a video (frames 0, every, 2 every, ...).
       max_frames: keep at most this many frames of each video (None = all).
@@ -162,6 +172,7 @@ def predict_images(
 
     Returns:
       A summary: `written` (input -> list of files), `skipped` (input -> reason),
+      `stopped` (None, or the input and reason that stopped the run),
       `videos` (input -> fps, frame counts, output fps, the depth video), `color_range`,
       `focal_scale`, and the rest of what `prediction.json` records.
     """
@@ -198,6 +209,7 @@ def predict_images(
     # --output is created only once there is something to write, so a run that stops on
     # its first input leaves nothing behind.
     output_dir = Path(output_dir)
+    output_existed = output_dir.exists()
 
     written: dict[str, list[str]] = {}
     skipped: dict[str, str] = {}
@@ -276,7 +288,25 @@ def predict_images(
         else:
             writer.abort()
 
-    stream = video.read_ahead(_stream(paths, every, max_frames, on_error, videos),
+    def discard(source: Path) -> None:
+        """Nothing of `source` is left: its frames not yet predicted, its depth video, and
+        the files its frames wrote."""
+        key = str(source)
+        pending[:] = [frame for frame in pending if frame.source != source]
+        writer = video_writers.pop(key, None)
+        if writer is not None:
+            writer.abort()
+        for name in written.pop(key, []):
+            Path(name).unlink(missing_ok=True)
+        frames_dir = output_dir / source.stem
+        if key in videos:
+            videos[key]["frames_kept"] = 0
+            if frames_dir.is_dir() and not any(frames_dir.iterdir()):
+                frames_dir.rmdir()
+        focal_scales.pop(key, None)
+
+    stopped: _Failed | None = None
+    stream = video.read_ahead(_stream(paths, every, max_frames, videos),
                               depth=READ_AHEAD_BATCHES * batch_size)
     # The bar closes before an error propagates, so that the error line is the last line.
     with tqdm(total=_expected_frames(paths, every, max_frames), desc="predict",
@@ -288,11 +318,17 @@ def predict_images(
                     if len(pending) == batch_size:
                         predict_batch()
                     continue
-                predict_batch()  # a video's last frames, or the frames before a failure
+                if isinstance(item, _Failed):
+                    discard(item.source)
+                predict_batch()  # a video's last frames, or the inputs read before a failure
                 if isinstance(item, _VideoDone):
                     finish_video(item.source, complete=True)
+                elif on_error == "stop":
+                    stopped = item
+                    break
                 else:
-                    skipped[str(item.source)] = item.reason
+                    logging.warning("skipping %s", item.error)
+                    skipped[str(item.source)] = str(item.error)
                     finish_video(item.source, complete=False)
                     bar.update(1)
             predict_batch()
@@ -315,10 +351,19 @@ def predict_images(
         "videos": videos,
         "written": written,
         "skipped": skipped,
+        "stopped": None if stopped is None else {"input": str(stopped.source),
+                                                 "reason": str(stopped.error)},
     }
+    if stopped is not None and not written:
+        # Nothing was written: a run that stops on its first input leaves nothing behind.
+        if not output_existed and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()
+        raise stopped.error
     output_dir.mkdir(parents=True, exist_ok=True)
     files.atomic_write(
         output_dir / "prediction.json",
         lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"),
     )
+    if stopped is not None:
+        raise stopped.error
     return summary

@@ -23,11 +23,14 @@ resized back as a disparity, bilinearly, then inverted, as in the evaluation):
 A video `NAME.mp4` (also .mov, .mkv, .avi; decoded by PyAV, which ships FFmpeg) gives the
 same files for every `--every`-th frame (at most `--max_frames`), as `NAME/<frame index, 6
 digits>.npy` etc., and with `--save=video` `NAME_depth.mp4`: each frame beside its colour
-map (H.264, at the video's frame rate / `--every`, one colour range for the whole run).
+map (H.264, at the video's frame rate / `--every`, one colour range for the whole run). A
+video read to its end must reach the length its container declares: a cut one is an error
+(`cannot read video: it ends after frame 7 of 12 (truncated?)`), and nothing of it is left.
 
 `prediction.json` in the output folder records the export, the colour range, the focal
-scaling and the intrinsics used, and per video its fps, frame count, frames kept and output
-fps. The model is trained with metric source depth, so outputs are
+scaling and the intrinsics used, per video its fps, declared length, frames kept and output
+fps, the inputs skipped (`--on_error=skip`) and, when `--on_error=stop` stopped the run, the
+input and reason (`stopped`; the inputs read before it are written). The model is trained with metric source depth, so outputs are
 metres for a camera like the training one; `--focal` (fx in pixels of the original image)
 rescales depth by `(fx / W) / train_focal_x_normalized` for another camera.
 """

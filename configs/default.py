@@ -16,6 +16,10 @@ def get_config() -> ml_collections.ConfigDict:
     # an export): parameters and BatchNorm statistics present in both are loaded, the rest
     # initialised fresh, the optimiser starts anew. A run's own checkpoint still comes first.
     config.init_from = ""
+    # A source trained with another model.upsample_mode, classifier widths or image size
+    # stops the run (the weights would mean something else) unless this is True; then each
+    # difference is logged.
+    config.init_from_allow_mismatch = False
     # Which row of the paper's ablation (Tables 3/4) this config trains:
     #   baseline: encoder + depth decoder, source images and depth only;
     #   seg:      + semantic decoder (shared first block), source labels;

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -151,11 +152,25 @@ class TrainCheckpointer:
         self.close()
 
 
+# TensorStore names the file it failed on as `local file "PATH"`, after a status code.
+_TENSORSTORE_FILE = re.compile(r'local file "([^"]+)"')
+_STATUS_CODE = re.compile(r"^([A-Z][A-Z_]+): ")
+
+
 def _does_not_restore(directory: str, step: int, error: BaseException) -> str:
-    """The one line naming a checkpoint that does not restore, and why."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return (f"{directory}/{step}: checkpoint does not restore "
-            f"({type(error).__name__}: {reason[:300]})")
+    """The one line naming a checkpoint that does not restore, and why: the file TensorStore
+    could not read when it names one, else the error's first line, without the pybind11
+    object reprs (`<bound method ...>`) TensorStore appends."""
+    text = str(error).strip()
+    files = [name for name in _TENSORSTORE_FILE.findall(text) if not name.endswith("/")]
+    if files:
+        code = _STATUS_CODE.match(text)
+        return (f"{directory}/{step}: checkpoint does not restore: {files[-1]} is truncated or "
+                f"corrupt ({code.group(1) if code else type(error).__name__})")
+    reason = text.splitlines()[0].split(" <", 1)[0] if text else ""
+    if len(reason) > 300:
+        reason = reason[:300].rsplit(" ", 1)[0] + " ..."
+    return f"{directory}/{step}: checkpoint does not restore ({type(error).__name__}: {reason})"
 
 
 def read_raw(directory: str, step: int | None = None) -> RestoredCheckpoint:

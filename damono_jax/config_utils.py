@@ -268,6 +268,8 @@ def check(config: Any, *, mode: str = "train", num_devices: int | None = None) -
         _fail("init_from", "must be '' (none) or a path")
     if config.init_from and not os.path.exists(config.init_from):
         _fail("init_from", f"{config.init_from}: no such file or folder")
+    if not isinstance(config.get("init_from_allow_mismatch", False), bool):
+        _fail("init_from_allow_mismatch", "must be True or False")
     seed = _get(config, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         _fail("seed", f"{seed!r} is not a non-negative integer")

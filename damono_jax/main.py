@@ -70,6 +70,10 @@ def main(argv: list[str]) -> None:
         )
     num_devices = jax.device_count() if FLAGS.mode == "train" else None
     config_utils.check(config, mode=FLAGS.mode, num_devices=num_devices)
+    if FLAGS.mode == "train":
+        from damono_jax.train import warm_start
+
+        warm_start.check_init_from(config)  # reads it: before the model or the workdir
     if FLAGS.mode in ("train", "eval"):
         from damono_jax import input_pipeline
 

@@ -30,9 +30,10 @@ video read to its end must reach the length its container declares: a cut one is
 `prediction.json` in the output folder records the export, the colour range, the focal
 scaling and the intrinsics used, per video its fps, declared length, frames kept and output
 fps, the inputs skipped (`--on_error=skip`) and, when `--on_error=stop` stopped the run, the
-input and reason (`stopped`; the inputs read before it are written). The model is trained with metric source depth, so outputs are
-metres for a camera like the training one; `--focal` (fx in pixels of the original image)
-rescales depth by `(fx / W) / train_focal_x_normalized` for another camera.
+input and reason (`stopped`; the inputs read before it are written). The model is trained
+with metric source depth, so outputs are metres for a camera like the training one;
+`--focal` (fx in pixels of the original image) rescales depth by
+`(fx / W) / train_focal_x_normalized` for another camera.
 """
 
 from __future__ import annotations

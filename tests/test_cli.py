@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from absl import flags
 
@@ -189,3 +190,37 @@ def test_an_output_folder_that_cannot_be_created_is_named_before_any_work(tmp_pa
     finally:
         (shared / "parent").chmod(0o755)
         shutil.rmtree(shared)
+
+
+def test_a_bad_init_from_is_named_before_the_model_is_built_and_leaves_no_workdir(tmp_path):
+    from tests.helpers import truncate_data_files
+
+    with checkpointing.TrainCheckpointer(str(tmp_path / "run"), 1) as checkpointer:
+        checkpointer.save(1, {"params": {"w": np.ones((64, 64), np.float32)}}, {"step": 1})
+    truncate_data_files(tmp_path / "run" / "checkpoints" / "1")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    main = [sys.executable, "-m", "damono_jax.main", "--config=configs/synthetic.py:full",
+            f"--config.data.data_dir={tmp_path / 'no_data'}"]
+    commands = {
+        "not a run": [*main, f"--workdir={tmp_path / 'w1'}", "--config.init_from=README.md"],
+        "truncated": [*main, f"--workdir={tmp_path / 'w2'}",
+                      f"--config.init_from={tmp_path / 'run'}"],
+    }
+    processes = {name: subprocess.Popen(command, cwd=REPO_ROOT, env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for name, command in commands.items()}
+    results = {name: (process.wait(timeout=300), process.communicate()[1])
+               for name, process in processes.items()}
+    code, stderr = results["not a run"]
+    assert (code, stderr.strip().splitlines()[-1]) == (
+        2, f"error: config.init_from: {REPO_ROOT}/README.md is neither an export (no "
+           "metadata.json), a training workdir (no checkpoints/) nor a checkpoint folder")
+    code, stderr = results["truncated"]
+    line = stderr.strip().splitlines()[-1]
+    assert code == 1, stderr[-2000:]
+    assert line.startswith(f"error: config.init_from: {tmp_path}/run/checkpoints/1: checkpoint "
+                           f"does not restore: {tmp_path}/run/checkpoints/1/state/d/"), line
+    assert " is truncated or corrupt (" in line and "<bound method" not in line
+    assert "Traceback" not in stderr
+    # Named before the dataset is looked at (no_data is not built) and before any workdir.
+    assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from damono_jax import checkpointing
+from damono_jax.errors import CheckpointError, ExportError
 from damono_jax.train import warm_start
 
 
@@ -81,7 +82,76 @@ def test_read_variables_from_an_export_checks_its_fingerprint(tmp_path):
     record = json.loads(path.read_text())
     record[export_format.FINGERPRINT_KEY] = "0" * 64
     path.write_text(json.dumps(record))
-    with pytest.raises(ValueError, match=r"config.init_from: .*/export/variables: the "
-                                         r"variables do not match variables_sha256 in "
-                                         r"metadata.json"):
+    with pytest.raises(ExportError, match=r".*/export/variables: the variables do not match "
+                                          r"variables_sha256 in metadata.json.*"
+                                          r"\(config.init_from\)$"):
         warm_start.read_variables(str(tmp_path / "export"))
+
+
+def _checkpoint_with_config(path, config: dict) -> None:
+    state = {"params": _tree(encoder=((2,), 2.0)), "batch_stats": {}}
+    with checkpointing.TrainCheckpointer(str(path), 1) as checkpointer:
+        checkpointer.save(1, state, {"step": 1, "config": config})
+
+
+def test_init_from_with_other_settings_stops_unless_allowed(tmp_path, caplog):
+    from configs import synthetic
+
+    _checkpoint_with_config(tmp_path / "run", {
+        "model": {"upsample_mode": "nearest", "discriminator_features": [256, 128]},
+        "data": {"image_size": [64, 224]}})
+    config = synthetic.get_config("full")
+    config.init_from = str(tmp_path / "run")
+    with pytest.raises(ValueError) as stopped:
+        warm_start.check_init_from(config)
+    assert str(stopped.value) == (
+        f"config.init_from: checkpoint {tmp_path}/run/checkpoints/1 was trained with "
+        "model.upsample_mode='nearest', this run has 'bilinear'; set "
+        "--config.init_from_allow_mismatch=True to start from it anyway")
+    config.data.image_size = (96, 320)
+    with pytest.raises(ValueError, match=r"this run has 'bilinear' \(and 1 more\); set"):
+        warm_start.check_init_from(config)
+    config.init_from_allow_mismatch = True
+    with caplog.at_level("WARNING"):
+        warm_start.check_init_from(config)
+    warnings = [r.getMessage() for r in caplog.records if "init_from_allow_mismatch" in
+                r.getMessage()]
+    assert len(warnings) == 2 and "data.image_size=[64, 224], this run has (96, 320)" in (
+        warnings[1])
+    config.model.upsample_mode, config.data.image_size = "nearest", (64, 224)
+    config.init_from_allow_mismatch = False
+    warm_start.check_init_from(config)  # the same settings: nothing to say
+
+
+def test_an_export_records_its_decoder_and_input_size(tmp_path):
+    from configs import synthetic
+    from damono_jax import export
+    from tests import helpers
+
+    metadata = {"model": {"upsample_mode": "nearest"}, "input_size": [32, 32],
+                "min_depth": 1.0, "max_depth": 100.0, "units": "metres",
+                "class_names": ["road"], "step": 3, "variant": "baseline"}
+    export.save_export(tmp_path / "export", helpers.random_depth_net_variables((32, 32)),
+                       metadata)
+    source = warm_start.read_source(str(tmp_path / "export"))
+    assert source.settings == {"model.upsample_mode": "nearest", "data.image_size": [32, 32]}
+    config = synthetic.get_config("baseline")
+    config.data.image_size = (32, 32)
+    assert warm_start.mismatches(source, config) == [
+        f"export {tmp_path}/export (step 3) was trained with model.upsample_mode='nearest', "
+        "this run has 'bilinear'"]
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_its_file(tmp_path):
+    from tests.helpers import truncate_data_files
+
+    _checkpoint_with_config(tmp_path / "run", {})
+    truncate_data_files(tmp_path / "run" / "checkpoints" / "1")
+    with pytest.raises(CheckpointError) as refused:
+        warm_start.read_source(str(tmp_path / "run"))
+    message = str(refused.value)
+    assert message.startswith(f"config.init_from: {tmp_path}/run/checkpoints/1: checkpoint "
+                              f"does not restore: {tmp_path}/run/checkpoints/1/state/d/")
+    assert message.endswith(" is truncated or corrupt (OUT_OF_RANGE)") or message.endswith(
+        " is truncated or corrupt (DATA_LOSS)"), message
+    assert "\n" not in message and "<bound method" not in message and "pybind" not in message

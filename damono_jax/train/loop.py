@@ -23,7 +23,7 @@ from clu import metric_writers, periodic_actions
 
 from damono_jax import checkpointing, config_utils, locks, schedules
 from damono_jax.errors import NonFiniteLossError
-from damono_jax.train import monitors, state, step, validation
+from damono_jax.train import monitors, state, step, validation, warm_start
 
 TRAIN_LOCK = ".train.lock.process"
 
@@ -82,6 +82,7 @@ def train_and_evaluate(
     `input_pipeline.create_train_iterator` / `create_eval_dataset`; tests pass in-memory ones.
     """
     config_utils.check(config, mode="train", num_devices=jax.device_count())
+    warm_start.check_init_from(config)
     return train_checked(config, workdir, train_iterator_fn=train_iterator_fn,
                            eval_dataset_fn=eval_dataset_fn)
 

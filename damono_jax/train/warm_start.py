@@ -20,7 +20,7 @@ from absl import logging
 from flax import traverse_util
 
 from damono_jax import checkpointing, export_format
-from damono_jax.errors import ExportError
+from damono_jax.errors import CheckpointError, ExportError
 
 COLLECTIONS = ("params", "batch_stats")
 
@@ -38,11 +38,43 @@ class WarmStart:
     source: str
 
 
-def read_variables(path: str) -> tuple[dict[str, Any], str]:
-    """`({"params", "batch_stats"}, description)` of the run at `path` (module docstring)."""
+# Settings that change what the weights mean without changing their shapes (or, for the
+# classifier, with a shape error that would come only after the model is built): a source
+# trained with other values stops the run unless `config.init_from_allow_mismatch`.
+MEANING_SETTINGS = ("model.upsample_mode", "model.discriminator_features", "data.image_size")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What `config.init_from` points at: its variables, a description, and the recorded
+    values of `MEANING_SETTINGS` (those the source records)."""
+
+    variables: dict[str, Any]
+    description: str
+    settings: dict[str, Any]
+
+
+def _dotted(tree: Any, key: str) -> Any:
+    """`tree["a"]["b"]` for `key="a.b"` (a dict or a ConfigDict); None when absent."""
+    for part in key.split("."):
+        try:
+            tree = tree[part]
+        except (KeyError, TypeError, AttributeError):
+            return None
+    return tree
+
+
+def _comparable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def read_source(path: str) -> Source:
+    """The run at `path` (module docstring). A path of none of the three kinds is a
+    `ValueError` (a usage error); a source whose files do not read is a `CheckpointError` or
+    `ExportError` (a data error), each one line naming it."""
     path = os.path.abspath(path)
     if os.path.isfile(os.path.join(path, export_format.METADATA_FILE)):
-        return _export_variables(path)
+        return _export_source(path)
     if os.path.isdir(os.path.join(path, checkpointing.CHECKPOINT_SUBDIR)):
         directory, step = os.path.join(path, checkpointing.CHECKPOINT_SUBDIR), None
     elif os.path.isdir(os.path.join(path, "state")) and os.path.basename(path).isdigit():
@@ -56,21 +88,64 @@ def read_variables(path: str) -> tuple[dict[str, Any], str]:
         )
     try:
         restored = checkpointing.read_raw(directory, step)
-    except checkpointing.CheckpointError as error:
-        raise ValueError(f"config.init_from: {error}") from error
+    except CheckpointError as error:
+        raise CheckpointError(f"config.init_from: {error}") from error
     state = restored.state
-    variables = {name: state.get(name, {}) for name in COLLECTIONS}
-    return variables, f"checkpoint {directory}/{restored.step}"
+    config = restored.meta.get("config", {})
+    settings = {key: _dotted(config, key) for key in MEANING_SETTINGS}
+    return Source(variables={name: state.get(name, {}) for name in COLLECTIONS},
+                  description=f"checkpoint {directory}/{restored.step}",
+                  settings={k: v for k, v in settings.items() if v is not None})
 
 
-def _export_variables(path: str) -> tuple[dict[str, Any], str]:
+def _export_source(path: str) -> Source:
     """An export's DepthNet variables, checked against its recorded fingerprint."""
     try:
         metadata = export_format.read_metadata(path)
         variables = export_format.read_variables(path, metadata)
-    except ExportError as error:
-        raise ValueError(f"config.init_from: {error}") from error
-    return dict(variables), f"export {path} (step {metadata['step']})"
+    except ExportError as error:  # a data error (exit 1): its line starts with the file
+        raise ExportError(f"{error} (config.init_from)") from error
+    settings = {"model.upsample_mode": _dotted(metadata, "model.upsample_mode"),
+                "data.image_size": metadata.get("input_size")}
+    return Source(variables=dict(variables), description=f"export {path} (step {metadata['step']})",
+                  settings={k: v for k, v in settings.items() if v is not None})
+
+
+def read_variables(path: str) -> tuple[dict[str, Any], str]:
+    """`({"params", "batch_stats"}, description)` of the run at `path` (`read_source`)."""
+    source = read_source(path)
+    return source.variables, source.description
+
+
+def mismatches(source: Source, config: Any) -> list[str]:
+    """`MEANING_SETTINGS` whose value in `config` differs from the source's, in words."""
+    return [f"{source.description} was trained with {key}={source.settings[key]!r}, this run "
+            f"has {_dotted(config, key)!r}"
+            for key in MEANING_SETTINGS
+            if key in source.settings
+            and _comparable(source.settings[key]) != _comparable(_dotted(config, key))]
+
+
+def check_init_from(config: Any) -> None:
+    """At a training run's entry, before the model is built or the workdir made: reads
+    `config.init_from` (its kind and every file) and compares its recorded settings.
+
+    A difference stops the run with one line naming both values, unless
+    `config.init_from_allow_mismatch`; then each difference is logged as a warning.
+    """
+    if not config.init_from:
+        return
+    source = read_source(config.init_from)
+    differences = mismatches(source, config)
+    if differences and not config.get("init_from_allow_mismatch", False):
+        raise ValueError(f"config.init_from: {differences[0]}"
+                         + (f" (and {len(differences) - 1} more)" if len(differences) > 1
+                            else "")
+                         + "; set --config.init_from_allow_mismatch=True to start from it "
+                         "anyway")
+    for difference in differences:
+        logging.warning("config.init_from: %s (allowed by init_from_allow_mismatch)",
+                        difference)
 
 
 def merge_variables(fresh: Mapping[str, Any], loaded: Mapping[str, Any], source: str

@@ -156,3 +156,12 @@ def test_demo_rejects_a_bad_max_examples_per_split(tmp_path):
     with pytest.raises(ValueError, match=r"--max_examples_per_split: must be >= 1, got 0"):
         demo.run_demo(smoke_config(), str(tmp_path), max_examples_per_split=0)
     assert not (tmp_path / "data").exists()
+
+
+def test_the_showcase_frame_is_the_source_median():
+    from damono_jax.tools import showcase
+
+    per_image = [{"name": name, "cap_80": {"abs_rel": value}}
+                 for name, value in (("a", 0.5), ("b", 0.1), ("c", 0.3), ("d", 0.2))]
+    assert showcase.median_frame(per_image) == "d"  # 0.1 0.2 | 0.3 0.5: the lower middle
+    assert showcase.median_frame(per_image[:3]) == "c"

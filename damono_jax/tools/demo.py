@@ -176,6 +176,7 @@ def run_demo(
     prediction.predict_images(export_dir, images_dir, predictions_dir)
     showcase_path = showcase.write_showcase(
         inference_model.load_export(export_dir), data_dir, domains, scores,
+        showcase.median_frame(results["source"]["per_image"]),
         os.path.join(workdir, "showcase.png"),
         f"make demo: '{config.variant}' after {config.num_train_steps} steps from scratch "
         "(prediction median-scaled, as evaluated)")

@@ -100,7 +100,7 @@ ADDED_SETTINGS = {"model.align_levels": "(4,)", "data.fda_beta": 0.0,
                   "model.discriminator_spectral_norm": False, "model.output_alignment": False,
                   "model.output_discriminator_features": "(64, 128, 256, 512)",
                   "model.domain_conditioning": "none", "model.cdan_features": 1024,
-                  "loss.output_adv_weight": 0.001}
+                  "loss.output_adv_weight": 0.001, "init_from_allow_mismatch": False}
 # Stored values of a setting whose type changed, with what they mean now.
 RENAMED_VALUES = {("data.augment", True): "monodepth2", ("data.augment", False): "none"}
 # Stage 1 of the trained-encoder protocol: WORKDIR/PRETRAIN_SUBDIR/baseline_seed<k>.

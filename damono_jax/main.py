@@ -16,7 +16,7 @@ from absl import app, flags, logging
 from clu import platform
 from ml_collections import config_flags
 
-from damono_jax import cli, config_utils
+from damono_jax import cli, compile_cache, config_utils
 from damono_jax.train import latest_checkpoint
 
 LOG_FILE = "log.txt"
@@ -61,6 +61,7 @@ def main(argv: list[str]) -> None:
     datasets.hide_gpus_from_tf()
     config = FLAGS.config
     if config.distributed.initialize:
+        compile_cache.disable_for_multi_process()
         # Cross-process collectives of the CPU backend (a no-op for GPU/TPU computations).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(

@@ -145,6 +145,8 @@ def test_two_processes_train_checkpoint_and_match_one_process(tmp_path, data_dir
         _stop(processes)
     logs = _logs(tmp_path)
     assert [p.returncode for p in processes] == [0, 0], logs[0][-5000:] + logs[1][-5000:]
+    # Every process compiles (compile_cache.disable_for_multi_process says why).
+    assert all("compilation cache: off (a multi-process run" in log for log in logs)
     for log in logs:
         assert "JAX process" in log and "/ 2, local devices" in log
         assert f"Training baseline from step 0 to {STEPS}" in log, log[-3000:]

@@ -45,12 +45,14 @@ def _done(start: float) -> None:
     print(f"    done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def _floor_abs_rel(config, data_dir: str, dataset: str) -> float:
-    """The constant prior's test AbsRel on `dataset` (cap 80 m, no crop, median scaling)."""
+def _floor_abs_rels(config, data_dir: str, datasets: dict[str, str]) -> dict[str, float]:
+    """The constant prior's test AbsRel on each of `datasets` (domain -> dataset; cap 80 m, no
+    crop, median scaling); the prior is the source's, computed once."""
     from damono_jax import constant_prior
 
     prior = constant_prior.source_prior(data_dir, config.data.source, config.data.source_split)
-    return constant_prior.evaluate_prior(prior, data_dir, dataset, "test")[80]["abs_rel"]
+    return {domain: constant_prior.evaluate_prior(prior, data_dir, dataset, "test")[80][
+        "abs_rel"] for domain, dataset in datasets.items()}
 
 
 def floor_comparison(domain: str, model_abs_rel: float, floor_abs_rel: float) -> str:
@@ -156,14 +158,14 @@ def run_demo(
                   f"--dataset={config.data.eval} --split=test --crop=none "
                   f"--output={os.path.join(workdir, 'eval_target_test')}  (and the source)")
     results, scores = {}, {}
+    floors = _floor_abs_rels(config, data_dir, domains)
     for domain, dataset in domains.items():
         # The Garg crop is KITTI's; the synthetic camera sees the whole frame.
         results[domain] = export_evaluation.evaluate_export(
             export_dir, data_dir, split="test", dataset=dataset, crop="none",
             output_dir=os.path.join(workdir, f"eval_{domain}_test"),
         )
-        scores[domain] = (results[domain]["results"]["80"]["abs_rel"],
-                          _floor_abs_rel(config, data_dir, dataset))
+        scores[domain] = (results[domain]["results"]["80"]["abs_rel"], floors[domain])
         print(floor_comparison(domain, *scores[domain]), flush=True)
     _done(start)
 

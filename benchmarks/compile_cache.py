@@ -81,22 +81,17 @@ def _run_setting(root: Path, cache: str, data_dir: Path, image: Path,
 
 
 def _prepare(workdir: Path) -> tuple[Path, Path]:
-    """The synthetic pair (8 frames per split) and one target image, untimed."""
-    import numpy as np
-    import tensorflow_datasets as tfds
-    from PIL import Image
-
+    """The synthetic pair (8 frames per split) and one target test image, untimed."""
+    from configs import synthetic
+    from damono_jax.tools import demo
     from data_prep import build
 
     data_dir = workdir / "data"
     for name in ("synthetic_driving/source", "synthetic_driving/target"):
         build.build_dataset(name, str(data_dir), max_examples_per_split=8)
-    dataset = tfds.builder("synthetic_driving/target", data_dir=str(data_dir)).as_dataset(
-        split="test[:1]")
-    example = next(iter(tfds.as_numpy(dataset)))
-    image = workdir / "image.png"
-    Image.fromarray(np.asarray(example["image"])).save(image)
-    return data_dir, image
+    [image] = demo.write_sample_images(synthetic.get_config("full"), str(data_dir),
+                                       str(workdir / "image"), 1)
+    return data_dir, Path(image)
 
 
 def run(workdir: Path, demo_dir: Path | None, repeats: int) -> list[list[str]]:

@@ -6,7 +6,8 @@ batch stats, optimiser state, step, RNG); `meta` is JSON with the step, the data
 start_step=...)` skips on resume) and the config. Orbax writes each step into a temporary
 directory and renames it only once every file is on disk, so a process killed with SIGKILL at
 any moment leaves either a complete checkpoint or a temporary directory that `latest_step()`
-ignores; a half-written checkpoint is never restored.
+ignores; a half-written checkpoint is never restored. A save that fills the file system ends
+in `DiskFullError` naming the step, and its temporary directory is removed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
-from damono_jax.errors import CheckpointError
+from damono_jax import files
+from damono_jax.errors import CheckpointError, DiskFullError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 UNRESTORABLE_SUBDIR = "checkpoints_unrestorable"
@@ -75,6 +77,8 @@ class TrainCheckpointer:
             enable_async_checkpointing=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._in_flight: int | None = None  # the step of the asynchronous save under way
+        self._closed = False
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None when there is none."""
@@ -85,16 +89,22 @@ class TrainCheckpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-        """Starts writing `state` and `meta` as checkpoint `step` (asynchronous, atomic)."""
-        saved = self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
+        """Starts writing `state` and `meta` as checkpoint `step` (asynchronous, atomic).
+
+        The previous save is finished first, so that its failure names its own step.
+        """
+        self.wait_until_finished()
+        with self._naming_a_full_disk(step):
+            saved = self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
         if not saved:
             raise RuntimeError(f"{self.directory}: Orbax refused to save step {step}")
+        self._in_flight = step
 
     def restore(self, step: int, abstract_state: Any) -> RestoredCheckpoint:
         """Restores checkpoint `step` into the shapes, dtypes and shardings of `abstract_state`.
@@ -138,12 +148,38 @@ class TrainCheckpointer:
 
     def wait_until_finished(self) -> None:
         """Blocks until the asynchronous save in flight (if any) is committed."""
-        self._manager.wait_until_finished()
+        with self._naming_a_full_disk(self._in_flight):
+            self._manager.wait_until_finished()
+        self._in_flight = None
 
     def close(self) -> None:
-        """Waits for pending saves and releases the manager's resources."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for pending saves and releases the manager's resources (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.wait_until_finished()
+        finally:
+            self._manager.close()
+
+    @contextlib.contextmanager
+    def _naming_a_full_disk(self, step: int | None) -> Iterator[None]:
+        """A full file system during the save of `step`: its temporary directory is removed
+        and `DiskFullError` names the step and the newest complete checkpoint."""
+        try:
+            yield
+        except Exception as error:
+            if not files.is_disk_full(error):
+                raise
+            self._in_flight = None
+            for name in os.listdir(self.directory):
+                if ".orbax-checkpoint-tmp" in name:
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+            complete = sorted(int(name) for name in os.listdir(self.directory) if name.isdigit())
+            after = (f"; the newest complete checkpoint is step {complete[-1]}" if complete
+                     else "; no complete checkpoint is left")
+            raise DiskFullError(os.path.join(self.directory, str(step)), "the checkpoint",
+                                after) from error
 
     def __enter__(self) -> TrainCheckpointer:
         return self

@@ -21,22 +21,24 @@ programs it read from the cache.
 
 from __future__ import annotations
 
+import functools
 import logging as std_logging
 import os
 import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from damono_jax import compile_cache  # noqa: E402
+from damono_jax import compile_cache, files  # noqa: E402
 
 USAGE_EXIT, DATA_EXIT = 2, 1
+PROJECT_PACKAGES = ("damono_jax", "data_prep", "configs", "benchmarks")
 # Loggers (by the module that logs) whose INFO lines stay off the console unless --verbose.
 QUIET_LIBRARIES = ("orbax", "tensorflow_datasets", "tensorflow", "jax", "etils", "absl",
                    "flax", "jax2onnx", "onnx_ir")
@@ -136,17 +138,42 @@ def exit_status(error: BaseException) -> int | None:
         return USAGE_EXIT
     if isinstance(error, ValueError) and str(error).startswith(("config.", "--")):
         return USAGE_EXIT
-    if isinstance(error, _data_errors()):
+    if isinstance(error, _data_errors()) or files.is_disk_full(error):
         return DATA_EXIT
     return None
 
 
+def _message(error: BaseException) -> str:
+    """The error line's text: the error's own, or for a full disk that no write of the
+    project named, the file the library names."""
+    if isinstance(error, _data_errors()) or not files.is_disk_full(error):
+        return config_file_error(error) or str(error)
+    filename = getattr(error, "filename", None)
+    if filename:
+        return f"{filename}: no space left on device"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"no space left on device ({first[:300]})"
+
+
 def fail(message: str, status: int) -> NoReturn:
     """Prints `error: message` (one line) on stderr and exits with `status`."""
+    _close_progress_bars()
     sys.stdout.flush()
     print("error: " + " ".join(message.split("\n")).strip(), file=sys.stderr)
     sys.stderr.flush()
     raise SystemExit(status)
+
+
+def _close_progress_bars() -> None:
+    """Closes the tqdm bars a library left open (TFDS's, when a build fails), so that their
+    last redraw comes before the error line, not after it at exit; a bar's erasure ends
+    without a newline, so one follows."""
+    tqdm = sys.modules.get("tqdm")
+    bars = list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()))
+    for bar in bars:
+        bar.close()
+    if bars:
+        print(file=sys.stderr)
 
 
 def _flag_parse_message(error: Exception, argv: Sequence[str]) -> str:
@@ -197,19 +224,64 @@ class _QuietLibraries(std_logging.Filter):
     def filter(self, record: std_logging.LogRecord) -> bool:
         path = record.pathname.replace(os.sep, "/")
         if record.levelno >= std_logging.WARNING:
+            if _library_on_a_full_disk(record, path):
+                return False
             return not any(f"/{library}/" in path and str(record.msg).startswith(start)
                            for library, start in LIBRARY_WARNINGS)
         return not any(f"/{library}/" in path for library in QUIET_LIBRARIES)
 
 
+def _library_on_a_full_disk(record: std_logging.LogRecord, path: str) -> bool:
+    """A library's account of a write that found its file system full (Orbax logs one
+    traceback per writer thread, asyncio one per task): the command ends in one error line
+    naming what it was writing (`files.naming_a_full_disk`), and the log file keeps these."""
+    if any(f"/{package}/" in path for package in PROJECT_PACKAGES):
+        return False
+    error = record.exc_info[1] if record.exc_info else None
+    return files.is_disk_full(error) or files.says_disk_full(record.getMessage())
+
+
 def quiet_library_logs() -> None:
-    """Keeps the libraries' INFO lines off the console (absl's stderr handler)."""
+    """Keeps the libraries' INFO lines off the console (absl's stderr handler), and the
+    unraisable errors of `_closed_event_loop`."""
     absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+    sys.unraisablehook = functools.partial(_closed_event_loop, sys.unraisablehook)
+
+
+def _closed_event_loop(previous: Callable[[Any], None], unraisable: Any) -> None:
+    """Logs (instead of printing) a callback into a closed asyncio event loop: when one write
+    of an Orbax save fails (a full disk), Orbax closes the save's loop while TensorStore still
+    completes the save's other writes, and each completion's callback into that loop is an
+    unraisable `RuntimeError('Event loop is closed')` (one traceback per array). The failure
+    itself reaches the command as an error; anything else goes to the previous hook."""
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        absl_logging.debug("a callback into a closed event loop (a failed Orbax write)")
+        return
+    previous(unraisable)
+
+
+class _LogFile(std_logging.FileHandler):
+    """A log file that, when a write to it fails (a full disk), says so once on the console
+    and writes no more, instead of printing a "Logging error" traceback per record."""
+
+    stopped = False
+
+    def emit(self, record: std_logging.LogRecord) -> None:
+        if not self.stopped:
+            super().emit(record)
+
+    def handleError(self, record: std_logging.LogRecord) -> None:  # noqa: N802 (logging's)
+        if self.stopped:
+            return
+        self.stopped = True
+        absl_logging.warning("%s: the log file stops here (%s)", self.baseFilename,
+                             sys.exc_info()[1])
 
 
 def add_log_file(path: str | os.PathLike) -> None:
     """Appends every log record (all libraries, INFO and up) to `path`."""
-    handler = std_logging.FileHandler(os.fspath(path))
+    handler = _LogFile(os.fspath(path))
     handler.setFormatter(std_logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"))
     handler.setLevel(std_logging.INFO)
@@ -242,7 +314,7 @@ def run(main: Callable[[list[str]], None], compiles: bool = True) -> NoReturn:
                 raise
             if verbose:
                 traceback.print_exc()
-            fail(config_file_error(error) or str(error), status)
+            fail(_message(error), status)
 
     app.run(wrapped, flags_parser=_parse_flags)
     raise SystemExit(0)

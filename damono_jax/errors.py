@@ -21,6 +21,14 @@ class DataError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class DiskFullError(DataError):
+    """A write failed because its file system is full: names what was being written, and
+    (in `after`) what is left of it."""
+
+    def __init__(self, path: str | os.PathLike, what: str, after: str = ""):
+        super().__init__(path, f"cannot write {what}: no space left on device{after}")
+
+
 class PredictError(ValueError):
     """A bad input or flag for prediction."""
 

@@ -2,9 +2,9 @@
 
 The format is `export_format`'s. Writes are atomic: everything goes to a temporary sibling
 directory that is renamed into place at the end, so an error never leaves a partial export
-behind. Other formats of the same network (`inference.saved_model`, the TF SavedModel) are
-written into that temporary directory by the caller's `also_write`, so they are part of the
-same atomic write.
+behind (a full disk ends in `DiskFullError` naming the export). Other formats of the same
+network (`inference.saved_model`, the TF SavedModel) are written into that temporary directory
+by the caller's `also_write`, so they are part of the same atomic write.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ def save_export(
         another format (`inference.saved_model.write_into_export`) to the same atomic write.
     """
     host_variables, record = _checked_export(variables, metadata)
-    with files.atomic_directory(Path(export_dir), overwrite) as temporary:
+    with files.naming_a_full_disk(export_dir, "the export"), files.atomic_directory(
+            Path(export_dir), overwrite) as temporary:
         _write_export(temporary, host_variables, record)
         if also_write is not None:
             also_write(temporary)

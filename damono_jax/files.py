@@ -1,10 +1,12 @@
 """Writing files so that a reader never sees half of one: write a hidden sibling, then rename.
 
 A crash or an error during the write leaves the previous file (or none) and no temporary.
+A full file system ends the write in `DiskFullError`, naming the file (`naming_a_full_disk`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -13,6 +15,53 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from damono_jax.errors import DiskFullError
+
+# How the libraries that write for the project say "ENOSPC" in a message: TensorFlow's file
+# system ("...; No space left on device") and TensorStore ("[os_error_code='28']").
+_DISK_FULL_TEXT = ("No space left on device", f"os_error_code='{errno.ENOSPC}'")
+
+
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    """`error`, then the errors it was raised from or during, newest first."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def says_disk_full(text: str) -> bool:
+    """Whether a library's message says that a write found its file system full."""
+    return any(phrase in text for phrase in _DISK_FULL_TEXT)
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from, says the file system is full."""
+    return any(isinstance(link, DiskFullError)
+               or (isinstance(link, OSError) and link.errno == errno.ENOSPC)
+               or says_disk_full(str(link)) for link in _chain(error))
+
+
+@contextmanager
+def naming_a_full_disk(path: str | os.PathLike, what: str, after: str = "") -> Iterator[None]:
+    """Turns a full file system inside the block into `DiskFullError(path, what, after)`.
+
+    When the first write that failed already named itself (a `DiskFullError` the error was
+    raised from or during, e.g. a flush on the way out that failed too), that one is raised.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        named = next((link for link in _chain(error) if isinstance(link, DiskFullError)), None)
+        if named is error:
+            raise
+        if named is not None:
+            raise named  # noqa: B904 (its cause is the library's error; `error` came after)
+        raise DiskFullError(path, what, after) from error
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
@@ -26,9 +75,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     try:
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
+        # Some writers report a full disk only as a short write (numpy: "4000 requested and
+        # 2016 written"): the file system with no block left says what happened.
+        full = is_disk_full(error) or (isinstance(error, OSError) and _no_block_left(path))
         temporary.unlink(missing_ok=True)
+        if full:
+            raise DiskFullError(path, "it") from error
         raise
+
+
+def _no_block_left(path: Path) -> bool:
+    """Whether the file system that holds `path`'s folder has no free block."""
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

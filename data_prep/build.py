@@ -34,6 +34,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 import data_prep  # noqa: F401  (registers every builder)
+from damono_jax import files
 from data_prep import build_guard
 from data_prep.common import DataError
 
@@ -204,7 +205,9 @@ def build_dataset(
         max_examples_per_split=max_examples_per_split,
     )
     start = time.perf_counter()
-    with build_guard.BuildGuard(data_dir, base_name, config_name):
+    full_name = base_name if config_name is None else f"{base_name}/{config_name}"
+    with files.naming_a_full_disk(data_dir, full_name), build_guard.BuildGuard(
+            data_dir, base_name, config_name):
         builder = tfds.builder(base_name, config=config_name, data_dir=data_dir)
         with _replacing_a_different_trial(builder, max_examples_per_split) as replaced:
             if replaced:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -194,6 +196,36 @@ def truncate_data_files(step_dir):
         if path.is_file() and "/d/" in path.as_posix():
             with open(path, "r+b") as handle:
                 handle.truncate(path.stat().st_size // 2)
+
+
+@contextlib.contextmanager
+def small_filesystem(path: str | os.PathLike, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of `size_bytes` mounted at `path` (created) for the body, unmounted after.
+
+    Mounting needs root (or CAP_SYS_ADMIN): elsewhere the test is skipped, with the reason.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a full-disk test mounts a small tmpfs, which needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs",
+                              str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def fill_filesystem(path: str | os.PathLike, leave_bytes: int = 0) -> None:
+    """Shrinks the tmpfs mounted at `path` to what its files use now plus `leave_bytes`
+    (rounded up to pages): the next larger write fails with ENOSPC."""
+    usage = os.statvfs(path)
+    used = (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+    page = os.sysconf("SC_PAGE_SIZE")
+    size = max(page, -(-(used + leave_bytes) // page) * page)
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
 
 
 def random_gt(rng: np.random.Generator, height: int, width: int, density: float = 0.3):

@@ -202,6 +202,21 @@ def test_cli_builds_then_fails_cleanly(tmp_path):
     assert sorted(str(p) for p in out.rglob("*")) == before
 
 
+def test_a_full_disk_ends_the_build_in_one_line_and_leaves_nothing(tmp_path):
+    """100 KiB: less than the synthetic source's three splits of 8 examples (about 160 KB)."""
+    from tests.helpers import small_filesystem
+
+    with small_filesystem(tmp_path / "disk", 100 << 10) as disk:
+        out = disk / "tfds"
+        result = _run_cli("synthetic_driving/source", f"--data_dir={out}",
+                          "--max_examples_per_split=8")
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: {out}: cannot write synthetic_driving/source: no space left on device")
+        assert "Traceback" not in result.stderr
+        assert list(disk.iterdir()) == []
+
+
 def test_cli_without_name_prints_usage():
     result = _run_cli("--data_dir=/tmp/unused")
     assert result.returncode == 2

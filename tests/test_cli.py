@@ -3,9 +3,12 @@ written; tracebacks only with --verbose."""
 
 from __future__ import annotations
 
+import functools
+import logging as std_logging
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 from absl import flags
 
 from damono_jax import checkpointing, cli, locks
-from damono_jax.errors import ExportError
+from damono_jax.errors import DiskFullError, ExportError
 from data_prep.common import DataError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,11 +33,64 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
     (checkpointing.CheckpointError("ckpt/3: checkpoint does not restore"), 1),
     (locks.LockHeldError("another trainer holds w/.train.lock.process0"), 1),
     (FileNotFoundError("config.data.source: not built"), 1),
+    (DiskFullError("out/a.npy", "it"), 1),
+    (OSError(28, "No space left on device", "w/events"), 1),  # a write nothing named
+    (RuntimeError("ResourceExhaustedError: w/x.tfrecord; No space left on device"), 1),
     (ValueError("operands could not be broadcast"), None),  # a bug keeps its traceback
     (KeyError("x"), None),
 ])
 def test_exit_status_of_usage_data_and_other_errors(error, status):
     assert cli.exit_status(error) == status
+
+
+def test_a_full_disk_is_one_line_and_the_libraries_accounts_of_it_stay_off_the_console():
+    assert cli._message(OSError(28, "No space left on device", "w/events")) == (
+        "w/events: no space left on device")
+    assert cli._message(RuntimeError("Failed writing: x; No space left on device\nmore")) == (
+        "no space left on device (Failed writing: x; No space left on device)")
+    assert cli._message(DiskFullError("o/a.npy", "it")) == (
+        "o/a.npy: cannot write it: no space left on device")
+    quiet = cli._QuietLibraries()
+
+    def record(path: str, message: str, level: int = std_logging.ERROR):
+        return std_logging.LogRecord("absl", level, path, 1, message, None, None)
+
+    orbax = "/venv/site-packages/orbax/checkpoint/future.py"
+    assert not quiet.filter(record(orbax, "write failed: No space left on device "
+                                          "[os_error_code='28']"))
+    assert not quiet.filter(record("/lib/asyncio/base_events.py", "Task exception was never "
+                                   "retrieved: [os_error_code='28']"))
+    assert quiet.filter(record(orbax, "a save failed: permission denied"))
+    assert quiet.filter(record("/repo/damono_jax/predict.py", "No space left on device",
+                               std_logging.WARNING))  # the project's own lines stay
+    shown = []
+    hook = functools.partial(cli._closed_event_loop, shown.append)
+    hook(types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed")))
+    assert shown == []
+    other = types.SimpleNamespace(exc_value=RuntimeError("something else"))
+    hook(other)
+    assert shown == [other]
+
+
+def test_a_log_file_on_a_full_disk_says_so_once_and_stops(tmp_path, monkeypatch):
+    class FullDisk:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            pass
+
+    handler = cli._LogFile(tmp_path / "log.txt")
+    handler.stream.close()
+    handler.stream = FullDisk()
+    warnings = []
+    monkeypatch.setattr(cli.absl_logging, "warning", lambda *args: warnings.append(args))
+    for index in range(3):
+        handler.handle(std_logging.LogRecord("absl", std_logging.INFO, "x.py", 1, f"line {index}",
+                                             None, None))
+    assert handler.stopped and len(warnings) == 1
+    assert warnings[0][0] % warnings[0][1:] == (
+        f"{tmp_path / 'log.txt'}: the log file stops here ([Errno 28] No space left on device)")
 
 
 def _cases(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:

@@ -248,3 +248,19 @@ def test_corrupted_variable_bytes_are_refused(tmp_path, variables):
     largest.write_bytes(bytes(raw))
     with pytest.raises(errors.ExportError, match=rf"{tmp_path / 'export' / 'variables'}: "):
         inference_model.load_export(tmp_path / "export")
+
+
+def test_a_full_disk_names_the_export_and_keeps_the_previous_one(tmp_path, variables,
+                                                                   export_dir):
+    """A disk with room for one export and a half: replacing it fails with a line naming it
+    and "no space left"; the previous export is kept whole and no temporary is left."""
+    size = sum(path.stat().st_size for path in export_dir.rglob("*") if path.is_file())
+    with helpers.small_filesystem(tmp_path / "disk", size * 3 // 2) as disk:
+        target = disk / "export"
+        export.save_export(target, variables, make_metadata(step=1))
+        with pytest.raises(errors.DiskFullError) as raised:
+            export.save_export(target, variables, make_metadata(step=2))
+        assert str(raised.value) == (
+            f"{target}: cannot write the export: no space left on device")
+        assert [path.name for path in disk.iterdir()] == ["export"]
+        assert inference_model.load_export(target).metadata["step"] == 1

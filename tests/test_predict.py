@@ -225,6 +225,31 @@ def test_command_line(export_dir, image_folder, tmp_path):
     assert not (tmp_path / "stopped").exists()
 
 
+def test_a_full_disk_stops_the_run_and_leaves_only_complete_outputs(export_dir, image_folder,
+                                                                      tmp_path):
+    """Room for the depth of a.png and b.png (7 pages each) and prediction.json, not of c.png
+    (4 more pages): exit 1 naming c's file and "no space left"; a and b stay with the record,
+    nothing of c (or of d, read after it) is left."""
+    with helpers.small_filesystem(tmp_path / "disk", 16 * 4096) as disk:
+        output = disk / "out"
+        full = subprocess.run(
+            [sys.executable, "-m", "damono_jax.predict", f"--export={export_dir}",
+             f"--input={image_folder}", f"--output={output}", "--save=npy",
+             "--batch_size=4"],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"})
+        assert full.returncode == 1, full.stderr[-3000:]
+        line = f"error: {output / 'c.npy'}: cannot write it: no space left on device"
+        assert full.stderr.strip().splitlines()[-1] == line, full.stderr[-3000:]
+        assert "Traceback" not in full.stderr
+        assert sorted(p.name for p in output.iterdir()) == ["a.npy", "b.npy", "prediction.json"]
+        record = json.loads((output / "prediction.json").read_text())
+        assert sorted(record["written"]) == [str(image_folder / n) for n in ("a.png", "b.png")]
+        assert record["stopped"] == {"input": str(image_folder / "c.png"),
+                                     "reason": line.removeprefix("error: ")}
+        assert np.load(output / "b.npy").shape == (70, 100)
+
+
 def test_read_image_scales_16_bit_and_converts_gray_rgba_and_palette(tmp_path):
     gray16 = np.array([[0, 257, 65535], [32896, 1000, 65000]], np.uint16)
     Image.fromarray(gray16).save(tmp_path / "gray16.png")

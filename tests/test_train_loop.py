@@ -2,18 +2,22 @@
 
 import glob
 import os
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from damono_jax import checkpointing, locks
+from damono_jax import checkpointing, cli, locks
+from damono_jax.errors import DiskFullError
 from damono_jax.train import loop
 from tests.helpers import (
     fast_compilation,  # noqa: F401 (autouse fixture)
+    fill_filesystem,
     in_memory_eval,
     in_memory_iterator,
+    small_filesystem,
     tiny_config,
     truncate_data_files,
 )
@@ -56,3 +60,37 @@ def test_nan_stops_the_run_and_the_restart_resumes_from_the_last_good_checkpoint
     assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
     assert os.listdir(os.path.join(workdir, checkpointing.UNRESTORABLE_SUBDIR)) == ["4"]
     assert not os.path.exists(lock)
+
+
+def test_a_full_disk_ends_the_run_naming_the_checkpoint_and_the_previous_one_restores(
+    tmp_path
+):
+    """The file system fills after checkpoint 2 (1 MiB left: the summaries fit): the save of
+    checkpoint 4 ends the run with a line naming it, "no space left" and the newest complete
+    checkpoint; its temporary directory is gone and checkpoint 2 restores."""
+    config = tiny_config("baseline", num_train_steps=6)
+    with small_filesystem(tmp_path / "disk", 1 << 30) as disk:
+        workdir = disk / "run"
+        checkpoints = workdir / checkpointing.CHECKPOINT_SUBDIR
+
+        def filling_after_checkpoint_2(config, start_step):
+            for step, batch in enumerate(in_memory_iterator()(config, start_step),
+                                         start_step + 1):
+                if step == 3:
+                    while not (checkpoints / "2").is_dir():
+                        time.sleep(0.05)
+                    fill_filesystem(disk, leave_bytes=1 << 20)
+                yield batch
+
+        with pytest.raises(DiskFullError) as raised:
+            loop.train_and_evaluate(config, str(workdir),
+                                    train_iterator_fn=filling_after_checkpoint_2,
+                                    eval_dataset_fn=in_memory_eval)
+        assert str(raised.value) == (
+            f"{checkpoints}/4: cannot write the checkpoint: no space left on device; the "
+            "newest complete checkpoint is step 2")
+        assert cli.exit_status(raised.value) == cli.DATA_EXIT
+        assert os.listdir(checkpoints) == ["2"]
+        restored = checkpointing.read_raw(str(checkpoints))
+        assert restored.step == 2 and restored.meta["data_position"] == 2
+        assert len(jax.tree.leaves(restored.state["params"])) > 50

@@ -10,6 +10,7 @@ holds are described in `damono_jax.predict`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from damono_jax import cli, evaluation, files, video
-from damono_jax.errors import DataError, PredictError
+from damono_jax.errors import DataError, DiskFullError, PredictError
 from damono_jax.inference import batching
 from damono_jax.inference import model as inference_model
 from damono_jax.prediction import inputs, writers
@@ -48,6 +49,16 @@ class _Failed:
 
     source: Path
     error: PredictError | DataError
+
+
+class _OutOfSpace(Exception):
+    """The disk filled while the outputs of `sources[0]` were written (`error` names the
+    file); `sources` are it and the inputs predicted after it, none written yet."""
+
+    def __init__(self, sources: list[Path], error: DiskFullError):
+        super().__init__(str(error))
+        self.sources = sources
+        self.error = error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,8 +257,9 @@ def predict_images(
             near, far = np.percentile(pixels, AUTO_RANGE_PERCENTILES)
             color_range = (float(near), float(max(far, near * (1 + 1e-6))))
         output_dir.mkdir(parents=True, exist_ok=True)
-        for frame, depth in zip(pending, depths, strict=True):
-            _write_frame(frame, depth)
+        for index, (frame, depth) in enumerate(zip(pending, depths, strict=True)):
+            with _out_of_space_names(pending[index:], output_dir):
+                _write_frame(frame, depth)
             bar.update(1)
         pending.clear()
 
@@ -332,6 +344,12 @@ def predict_images(
                     finish_video(item.source, complete=False)
                     bar.update(1)
             predict_batch()
+        except _OutOfSpace as full:
+            # Stopped by a full disk: nothing is left of the input being written, nor of the
+            # inputs read after it (not written yet).
+            stopped = _Failed(full.sources[0], full.error)
+            for source in full.sources:
+                discard(source)
         finally:
             stream.close()
             for key in list(video_writers):
@@ -360,10 +378,33 @@ def predict_images(
             output_dir.rmdir()
         raise stopped.error
     output_dir.mkdir(parents=True, exist_ok=True)
-    files.atomic_write(
-        output_dir / "prediction.json",
-        lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"),
-    )
+    try:
+        files.atomic_write(
+            output_dir / "prediction.json",
+            lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"),
+        )
+    except DiskFullError:
+        if stopped is None or not isinstance(stopped.error, DiskFullError):
+            raise
+        # The disk that stopped the run has no room for the record either: the error line
+        # names the output that did not fit, the outputs on disk are each complete.
+        logging.warning("%s: no room for prediction.json either", output_dir)
     if stopped is not None:
         raise stopped.error
     return summary
+
+
+@contextlib.contextmanager
+def _out_of_space_names(unwritten: Sequence[_Frame], output_dir: Path) -> Iterator[None]:
+    """A full disk while the first of `unwritten` is written: `_OutOfSpace` with the file
+    named (by `files.atomic_write`, else the output folder)."""
+    try:
+        yield
+    except Exception as error:
+        if not files.is_disk_full(error):
+            raise
+        source = unwritten[0].source
+        named = error if isinstance(error, DiskFullError) else DiskFullError(
+            output_dir, f"the outputs of {source}")
+        sources = list(dict.fromkeys(frame.source for frame in unwritten))
+        raise _OutOfSpace(sources, named) from error

@@ -6,7 +6,9 @@ at that step, logs with clu (TensorBoard events in `workdir` and the console), e
 `eval_every_steps`, and stops with `NonFiniteLossError` ("step 37: loss term 'depth' is nan")
 without saving when a loss becomes NaN or Inf. A second trainer on the same workdir stops at
 once with `LockHeldError` naming the first; a dead trainer holds nothing. A newest checkpoint
-that does not restore is moved aside and the previous one is used (`checkpointing`).
+that does not restore is moved aside and the previous one is used (`checkpointing`). A full
+disk stops the run with `DiskFullError` naming the checkpoint (and the newest complete one) or
+the workdir.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from damono_jax import checkpointing, config_utils, locks, schedules
+from damono_jax import checkpointing, config_utils, files, locks, schedules
 from damono_jax.errors import NonFiniteLossError
 from damono_jax.train import monitors, state, step, validation, warm_start
 
@@ -101,13 +103,21 @@ def train_checked(
     # One trainer per workdir (and process index): a restarted job whose old process still
     # runs stops here instead of writing a second trajectory into the same checkpoints.
     lock = os.path.join(workdir, f"{TRAIN_LOCK}{jax.process_index()}")
-    with locks.hold(lock, "trainer"):
-        return _train_and_evaluate(config, workdir, train_iterator_fn, eval_dataset_fn)
+    # A full disk ends the run naming what it was writing: a checkpoint names itself, and the
+    # summaries' flush on the way out, which fails too, does not hide it.
+    # The checkpointer closes on every way out, so that a save in flight ends as a complete
+    # checkpoint or, on a full disk, as an error naming it (with its temporary removed).
+    with locks.hold(lock, "trainer"), files.naming_a_full_disk(
+            workdir, "the run's logs and summaries"), checkpointing.TrainCheckpointer(
+            workdir, config.keep_checkpoints) as checkpointer:
+        return _train_and_evaluate(config, workdir, checkpointer, train_iterator_fn,
+                                   eval_dataset_fn)
 
 
 def _train_and_evaluate(
     config: Any,
     workdir: str,
+    checkpointer: checkpointing.TrainCheckpointer,
     train_iterator_fn: Callable[[Any, int], Iterator[Mapping[str, np.ndarray]]] | None,
     eval_dataset_fn: Callable[[Any], Any] | None,
 ) -> state.TrainState:
@@ -133,7 +143,6 @@ def _train_and_evaluate(
         config.grl.schedule, num_train_steps=config.num_train_steps, gamma=config.grl.gamma,
         max_scale=config.grl.max_scale, warmup_fraction=config.grl.warmup_fraction,
     )
-    checkpointer = checkpointing.TrainCheckpointer(workdir, config.keep_checkpoints)
     train_state, start_step = _initial_state(config, model, mesh, checkpointer)
     if start_step == 0:
         writer.write_hparams(config_utils.flatten_for_hparams(config))

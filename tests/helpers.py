@@ -198,6 +198,18 @@ def truncate_data_files(step_dir):
                 handle.truncate(path.stat().st_size // 2)
 
 
+def suite_cache_environment() -> dict[str, str]:
+    """Environment variables that give a script outside `cli.run` (a `python -c` subprocess)
+    the suite's compilation cache (tests/conftest.py), or none when it is off."""
+    from damono_jax import compile_cache
+
+    folder = compile_cache.resolve()
+    if folder is None:
+        return {}
+    return {"JAX_COMPILATION_CACHE_DIR": folder,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 @contextlib.contextmanager
 def small_filesystem(path: str | os.PathLike, size_bytes: int) -> Iterator[Path]:
     """A tmpfs of `size_bytes` mounted at `path` (created) for the body, unmounted after.

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from damono_jax.tools import data_parallel_check
+from tests.helpers import suite_cache_environment
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
@@ -46,11 +47,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _environment(tmp_path, devices: int) -> dict[str, str]:
+def _environment(devices: int) -> dict[str, str]:
+    # The suite's compilation cache: the one-process reference loads its programs from a
+    # previous run of the suite (the two processes turn the cache off themselves).
     return dict(os.environ, JAX_PLATFORMS="cpu",
                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+                **suite_cache_environment())
 
 
 def _start_processes(workdir: str, data_dir: str, port: int, env: dict) -> list:
@@ -135,7 +137,7 @@ def _params_at(workdir: str, step: int = STEPS) -> list[np.ndarray]:
 
 
 def test_two_processes_train_checkpoint_and_match_one_process(tmp_path, data_dir):
-    env = _environment(tmp_path, devices=2)
+    env = _environment(devices=2)
     workdir = str(tmp_path / "run")
     processes = _start_processes(workdir, data_dir, _free_port(), env)
     try:
@@ -155,7 +157,7 @@ def test_two_processes_train_checkpoint_and_match_one_process(tmp_path, data_dir
     reference_params = str(tmp_path / "reference.npz")
     reference = subprocess.run(
         [sys.executable, "-c", REFERENCE, data_dir, json.dumps(OVERRIDES), reference_dir,
-         reference_params], cwd=REPO_ROOT, env=_environment(tmp_path, devices=4),
+         reference_params], cwd=REPO_ROOT, env=_environment(devices=4),
         capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr[-5000:]
     two = _params_at(workdir)

@@ -46,14 +46,13 @@ def _main_command(workdir: str, data_dir: str) -> list[str]:
             f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
-def _environment(cache_dir: str) -> dict[str, str]:
-    # A shared persistent compilation cache: the restarted process loads the programs the
-    # killed one compiled (what a preempted job should do too). The runs compare a program
-    # with itself (resumed against uninterrupted), so they compile with XLA's cheaper
-    # options (tests/helpers.fast_compilation says why only such tests may).
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_dir,
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+def _environment() -> dict[str, str]:
+    # The suite's compilation cache (tests/conftest.py, inherited through
+    # DAMONO_JAX_COMPILATION_CACHE): the restarted process loads the programs the killed one
+    # compiled (what a preempted job should do too). The runs compare a program with itself
+    # (resumed against uninterrupted), so they compile with XLA's cheaper options
+    # (tests/helpers.fast_compilation says why only such tests may).
+    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
 
 
 def _final_arrays(workdir: str, step: int) -> dict:
@@ -71,8 +70,7 @@ RESUME_STEPS = 8
 def test_resume_after_sigkill(tmp_path, synthetic_data_dir):
     """SIGKILL after the first checkpoint; the restart resumes there, follows the same data
     and ends with exactly the parameters of an uninterrupted run."""
-    cache_dir = str(tmp_path / "jax_cache")
-    env = _environment(cache_dir)
+    env = _environment()
     workdir = str(tmp_path / "killed")
     command = _main_command(workdir, synthetic_data_dir)
     first_checkpoint = os.path.join(workdir, "checkpoints", "4")

@@ -21,6 +21,7 @@ from damono_jax.train import step as step_lib
 from tests.helpers import (
     fast_compilation,  # noqa: F401 (autouse fixture)
     make_batch,
+    suite_cache_environment,
     tiny_config,
 )
 
@@ -132,7 +133,7 @@ def test_four_devices_match_one_device(variant):
         assert differences.params < 1e-12 and differences.total_loss < 1e-12, differences
     """).replace("VARIANT", repr(variant))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
+               JAX_PLATFORMS="cpu", **suite_cache_environment())
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

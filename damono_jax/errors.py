@@ -10,6 +10,16 @@ Each message is one line naming the file, flag or key at fault; `cli` prints it 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+
+
+def chain(error: BaseException | None) -> Iterator[BaseException]:
+    """`error`, then the errors it was raised from or during, newest first."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 class DataError(ValueError):

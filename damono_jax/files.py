@@ -16,20 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from damono_jax.errors import DiskFullError
+from damono_jax.errors import DiskFullError, chain
 
 # How the libraries that write for the project say "ENOSPC" in a message: TensorFlow's file
 # system ("...; No space left on device") and TensorStore ("[os_error_code='28']").
 _DISK_FULL_TEXT = ("No space left on device", f"os_error_code='{errno.ENOSPC}'")
-
-
-def _chain(error: BaseException | None) -> Iterator[BaseException]:
-    """`error`, then the errors it was raised from or during, newest first."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
 
 
 def says_disk_full(text: str) -> bool:
@@ -41,7 +32,7 @@ def is_disk_full(error: BaseException | None) -> bool:
     """Whether `error`, or an error it was raised from, says the file system is full."""
     return any(isinstance(link, DiskFullError)
                or (isinstance(link, OSError) and link.errno == errno.ENOSPC)
-               or says_disk_full(str(link)) for link in _chain(error))
+               or says_disk_full(str(link)) for link in chain(error))
 
 
 @contextmanager
@@ -56,7 +47,7 @@ def naming_a_full_disk(path: str | os.PathLike, what: str, after: str = "") -> I
     except Exception as error:
         if not is_disk_full(error):
             raise
-        named = next((link for link in _chain(error) if isinstance(link, DiskFullError)), None)
+        named = next((link for link in chain(error) if isinstance(link, DiskFullError)), None)
         if named is error:
             raise
         if named is not None:

@@ -34,7 +34,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 import data_prep  # noqa: F401  (registers every builder)
-from damono_jax import files
+from damono_jax import errors, files
 from data_prep import build_guard
 from data_prep.common import DataError
 
@@ -252,14 +252,7 @@ def _replacing_a_different_trial(builder: tfds.core.DatasetBuilder,
 
 def find_data_error(error: BaseException) -> BaseException:
     """Returns the `DataError` in `error`'s cause/context chain, else `error` itself."""
-    seen = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, DataError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return error
+    return next((link for link in errors.chain(error) if isinstance(link, DataError)), error)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -10,7 +10,6 @@ holds are described in `damono_jax.predict`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -52,12 +51,12 @@ class _Failed:
 
 
 class _OutOfSpace(Exception):
-    """The disk filled while the outputs of `sources[0]` were written (`error` names the
-    file); `sources` are it and the inputs predicted after it, none written yet."""
+    """The disk filled while the outputs of `unwritten[0]` were written (`error` names the
+    file); `sources`: the sources of it and of the frames predicted after it, none written."""
 
-    def __init__(self, sources: list[Path], error: DiskFullError):
+    def __init__(self, unwritten: Sequence[_Frame], error: DiskFullError):
         super().__init__(str(error))
-        self.sources = sources
+        self.sources = list(dict.fromkeys(frame.source for frame in unwritten))
         self.error = error
 
 
@@ -258,8 +257,11 @@ def predict_images(
             color_range = (float(near), float(max(far, near * (1 + 1e-6))))
         output_dir.mkdir(parents=True, exist_ok=True)
         for index, (frame, depth) in enumerate(zip(pending, depths, strict=True)):
-            with _out_of_space_names(pending[index:], output_dir):
-                _write_frame(frame, depth)
+            try:
+                with files.naming_a_full_disk(output_dir, f"the outputs of {frame.source}"):
+                    _write_frame(frame, depth)
+            except DiskFullError as full:
+                raise _OutOfSpace(pending[index:], full) from full
             bar.update(1)
         pending.clear()
 
@@ -392,19 +394,3 @@ def predict_images(
     if stopped is not None:
         raise stopped.error
     return summary
-
-
-@contextlib.contextmanager
-def _out_of_space_names(unwritten: Sequence[_Frame], output_dir: Path) -> Iterator[None]:
-    """A full disk while the first of `unwritten` is written: `_OutOfSpace` with the file
-    named (by `files.atomic_write`, else the output folder)."""
-    try:
-        yield
-    except Exception as error:
-        if not files.is_disk_full(error):
-            raise
-        source = unwritten[0].source
-        named = error if isinstance(error, DiskFullError) else DiskFullError(
-            output_dir, f"the outputs of {source}")
-        sources = list(dict.fromkeys(frame.source for frame in unwritten))
-        raise _OutOfSpace(sources, named) from error

@@ -103,10 +103,9 @@ def train_checked(
     # One trainer per workdir (and process index): a restarted job whose old process still
     # runs stops here instead of writing a second trajectory into the same checkpoints.
     lock = os.path.join(workdir, f"{TRAIN_LOCK}{jax.process_index()}")
-    # A full disk ends the run naming what it was writing: a checkpoint names itself, and the
-    # summaries' flush on the way out, which fails too, does not hide it.
-    # The checkpointer closes on every way out, so that a save in flight ends as a complete
-    # checkpoint or, on a full disk, as an error naming it (with its temporary removed).
+    # The checkpointer closes on every way out, so a save in flight ends as a complete
+    # checkpoint or, on a full disk, as an error naming it (its temporary removed); the
+    # summaries' flush on the way out, which fails too, does not hide that error.
     with locks.hold(lock, "trainer"), files.naming_a_full_disk(
             workdir, "the run's logs and summaries"), checkpointing.TrainCheckpointer(
             workdir, config.keep_checkpoints) as checkpointer:

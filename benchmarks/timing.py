@@ -289,6 +289,18 @@ def cold_compilation() -> str:
     return COLD_COMPILATION_NOTE
 
 
+def smoke_compilation() -> str:
+    """Turns the persistent compilation cache on where every command would (a smoke run checks
+    the script, its times mean nothing, and the test suite's run then loads what an earlier
+    run compiled), and returns the note its report carries."""
+    from damono_jax import compile_cache
+
+    path = compile_cache.enable()
+    return (f"compilation cache {'off' if path is None else 'on at ' + path} "
+            "(`benchmarks.timing.smoke_compilation`, a dry run): compile and first-call times "
+            "may be cache loads")
+
+
 def cpu_model_name() -> str:
     """The CPU model string from /proc/cpuinfo (or platform.processor() off Linux)."""
     cpuinfo = Path("/proc/cpuinfo")

@@ -30,6 +30,8 @@ def test_dry_run_writes_the_section_and_the_record(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     record = json.loads((out / "gpu_bench.json").read_text())
     assert record["dry_run"] is True and record["skipped"] == []
+    # A dry run loads the suite's programs from its cache (a real run compiles cold).
+    assert any(note.startswith("compilation cache on at ") for note in record["notes"])
     assert set(record["peaks"]) == {"bfloat16", "float32"}
     assert all(peak["flops_per_s"] > 0 for peak in record["peaks"].values())
     measured = {(row["dtype"], row["batch"], row["variant"]) for row in record["train"]}
